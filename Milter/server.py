@@ -1,0 +1,418 @@
+"""Sockets, one thread per MTA connection, worker processes, shutdown.
+
+The server moves bytes between a socket and a :class:`~Milter.context.Context`
+and nothing else: it never looks at the protocol or at policy.
+
+Latency matters more than anything here.  Neither Postfix nor libmilter sets
+TCP_NODELAY, and both write small packets back to back, so over TCP every
+message used to wait for ~40 ms delayed-ACK/Nagle stalls (TESTBED.md).  We
+answer each command with one ``send`` on a TCP_NODELAY socket and re-arm
+TCP_QUICKACK before every ``recv``, so the MTA's second small write is never
+held back waiting for our ACK.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import signal
+import socket
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Protocol
+
+from . import connid
+from .protocol.errors import PeerError
+
+if TYPE_CHECKING:
+    from .lowlevel import Registration
+
+log = logging.getLogger("Milter.server")
+
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+RECV_SIZE = 256 * 1024
+DEFAULT_DRAIN_SECONDS = 30.0
+
+
+class ContextLike(Protocol):
+    def receive(self, data: bytes) -> bool: ...
+    def connection_lost(self, reason: BaseException | None = None) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def session(self) -> object: ...
+
+
+ContextFactory = Callable[[Callable[[bytes], object], str], ContextLike]
+
+
+class SocketSpecError(ValueError):
+    """A socket specification that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class SocketSpec:
+    """A parsed libmilter socket specification."""
+
+    family: int
+    address: str | tuple[str, int]
+    text: str
+
+    @property
+    def is_unix(self) -> bool:
+        return self.family == socket.AF_UNIX
+
+
+def _port(text: str, spec: str) -> int:
+    if text.isdigit():
+        port = int(text)
+        if 0 < port < 65536:
+            return port
+        raise SocketSpecError(f"port out of range in {spec!r}")
+    try:
+        return socket.getservbyname(text, "tcp")
+    except OSError:
+        raise SocketSpecError(f"unknown port or service {text!r} in {spec!r}") from None
+
+
+def parse_socket_spec(spec: str) -> SocketSpec:
+    """``unix:/path``, ``local:/path``, ``/path``, ``inet:port[@host]``,
+    ``inet6:port[@host]``; a host may be ``[literal]`` (PROTOCOL.md §1)."""
+    spec = spec.strip()
+    kind, sep, rest = spec.partition(":")
+    if not sep:
+        if spec.startswith("/"):
+            return SocketSpec(socket.AF_UNIX, spec, spec)
+        raise SocketSpecError(
+            f"socket {spec!r}: expected unix:/path, local:/path, /path, inet:port@host or "
+            "inet6:port@host")
+    kind = kind.lower()
+    if kind in ("unix", "local"):
+        if not rest.startswith("/"):
+            raise SocketSpecError(f"socket {spec!r}: a unix socket needs an absolute path")
+        return SocketSpec(socket.AF_UNIX, rest, spec)
+    if kind not in ("inet", "inet6"):
+        raise SocketSpecError(f"socket {spec!r}: unknown socket type {kind!r}")
+    family = socket.AF_INET if kind == "inet" else socket.AF_INET6
+    port_text, at, host = rest.partition("@")
+    if ":" in port_text and not at:
+        raise SocketSpecError(
+            f"socket {spec!r}: write inet:PORT@HOST (this looks like Postfix's inet:HOST:PORT)")
+    port = _port(port_text, spec)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        host = "0.0.0.0" if family == socket.AF_INET else "::"
+    try:
+        infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise SocketSpecError(f"socket {spec!r}: cannot resolve {host!r}: {exc}") from None
+    address = infos[0][4]
+    return SocketSpec(family, (str(address[0]), int(address[1])), spec)
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+class MilterServer:
+    """Listens on one socket and serves each MTA connection on its own thread."""
+
+    def __init__(
+        self,
+        spec: str,
+        make_context: ContextFactory,
+        *,
+        timeout: float = 7210.0,
+        backlog: int = 0,
+        workers: int = 1,
+        umask: int | None = None,
+        socket_mode: int | None = None,
+        drain_seconds: float = DEFAULT_DRAIN_SECONDS,
+    ) -> None:
+        self.spec = parse_socket_spec(spec)
+        self.make_context = make_context
+        self.timeout = timeout
+        self.backlog = backlog or socket.SOMAXCONN
+        self.workers = max(1, workers)
+        self.umask = umask
+        self.socket_mode = socket_mode
+        self.drain_seconds = drain_seconds
+        self.listener: socket.socket | None = None
+        self._stopping = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._threads: set[threading.Thread] = set()
+        self._threads_lock = threading.Lock()
+        self._socket_identity: tuple[int, int] | None = None
+        self._children: dict[int, int] = {}  # pid -> worker index
+        self.running = False
+
+    @classmethod
+    def from_registration(cls, reg: Registration) -> MilterServer:
+        from .context import Context
+
+        def make(send: Callable[[bytes], object], cid: str) -> Context:
+            return Context(reg, send, cid)
+
+        return cls(reg.conn, make, timeout=reg.timeout, backlog=reg.backlog,
+                   workers=reg.workers, umask=reg.umask)
+
+    # ---------------------------------------------------------------- socket
+
+    def open(self, remove_stale: bool = True) -> None:
+        """Create, bind and listen (idempotent)."""
+        if self.listener is not None:
+            return
+        spec = self.spec
+        sock = socket.socket(spec.family, socket.SOCK_STREAM)
+        try:
+            if spec.is_unix:
+                path = str(spec.address)
+                if os.path.lexists(path):
+                    if not _is_socket(path):
+                        raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+                    if not remove_stale:
+                        raise OSError(errno.EADDRINUSE, f"{path} already exists")
+                    os.unlink(path)  # a stale socket from an earlier run
+                old_umask = os.umask(self.umask) if self.umask is not None else None
+                try:
+                    sock.bind(path)
+                finally:
+                    if old_umask is not None:
+                        os.umask(old_umask)
+                if self.socket_mode is not None:
+                    os.chmod(path, self.socket_mode)
+                st = os.stat(path)
+                self._socket_identity = (st.st_dev, st.st_ino)
+            else:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if spec.family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                sock.bind(spec.address)
+            sock.listen(self.backlog)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self.listener = sock
+
+    @property
+    def address(self) -> str | tuple[str, int]:
+        """Where we listen (the real port when the spec asked for port 0)."""
+        if self.listener is None:
+            return self.spec.address
+        name = self.listener.getsockname()
+        return name if isinstance(name, str) else (str(name[0]), int(name[1]))
+
+    def _remove_socket_file(self) -> None:
+        if not self.spec.is_unix or self._socket_identity is None:
+            return
+        path = str(self.spec.address)
+        try:
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) == self._socket_identity:
+                os.unlink(path)
+        except OSError:
+            pass
+
+    # ----------------------------------------------------------------- serving
+
+    def stop(self) -> None:
+        """Stop accepting; running sessions finish (bounded by drain_seconds)."""
+        self._stopping.set()
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda _s, _f: self.stop())
+
+    def serve_forever(self, handle_signals: bool = True) -> None:
+        self.open()
+        self.running = True
+        if handle_signals:
+            self._install_signals()
+        try:
+            if self.workers > 1:
+                self._run_workers()
+            else:
+                self._accept_loop()
+                self._drain()
+        finally:
+            self.running = False
+            if self.listener is not None:
+                self.listener.close()
+                self.listener = None
+            if not self._children_mode:
+                self._remove_socket_file()
+
+    _children_mode = False  # True in a forked worker: the parent owns the socket file
+
+    def _accept_loop(self) -> None:
+        listener = self.listener
+        assert listener is not None
+        poller = select.poll()
+        poller.register(listener.fileno(), select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        while not self._stopping.is_set():
+            try:
+                events = poller.poll(5000)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries
+                continue
+            for fd, _ev in events:
+                if fd == self._wake_r:
+                    continue
+                self._accept_ready(listener)
+
+    def _accept_ready(self, listener: socket.socket) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # EMFILE and friends: log, back off a little, keep serving.
+                log.error("accept failed: %s", exc)
+                time.sleep(0.1)
+                return
+            self._start_thread(conn)
+
+    def _start_thread(self, conn: socket.socket) -> None:
+        thread = threading.Thread(target=self._serve_connection, args=(conn,), daemon=True)
+        with self._threads_lock:
+            self._threads.add(thread)
+        thread.start()
+
+    def _serve_connection(self, conn: socket.socket) -> None:
+        cid = connid.new_id()
+        connid.current.set(cid)
+        tcp = conn.family in (socket.AF_INET, socket.AF_INET6)
+        quickack = tcp and _QUICKACK is not None
+        ctx: ContextLike | None = None
+        try:
+            conn.setblocking(True)
+            conn.settimeout(self.timeout)
+            if tcp:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            ctx = self.make_context(conn.sendall, cid)
+            recv = conn.recv
+            setsockopt = conn.setsockopt
+            while True:
+                if quickack:
+                    setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+                data = recv(RECV_SIZE)
+                if not data:
+                    try:
+                        ctx.session.receive_eof()  # type: ignore[attr-defined]
+                    except PeerError as exc:
+                        log.warning("MTA closed the connection mid-packet: %s", exc)
+                    ctx.connection_lost()
+                    break
+                if not ctx.receive(data):
+                    break
+        except socket.timeout:
+            log.warning("no command from the MTA for %s seconds, closing", self.timeout)
+            if ctx is not None:
+                ctx.connection_lost(TimeoutError("read timeout"))
+        except OSError as exc:
+            log.info("MTA connection error: %s", exc)
+            if ctx is not None:
+                ctx.connection_lost(exc)
+        except Exception:
+            log.exception("internal error serving the MTA connection")
+            if ctx is not None:
+                try:
+                    ctx.connection_lost()
+                except Exception:
+                    log.exception("internal error closing the connection")
+        finally:
+            try:
+                conn.close()
+            finally:
+                with self._threads_lock:
+                    self._threads.discard(threading.current_thread())
+
+    def active_connections(self) -> int:
+        with self._threads_lock:
+            return len(self._threads)
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self.drain_seconds
+        while True:
+            with self._threads_lock:
+                threads = list(self._threads)
+            if not threads:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("stopping with %d MTA connections still open", len(threads))
+                return
+            threads[0].join(min(left, 1.0))
+
+    # ---------------------------------------------------------------- workers
+
+    def _spawn(self, index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 0
+            try:
+                self._children_mode = True
+                self._children.clear()
+                connid.set_prefix(f"{index}.")
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    signal.signal(sig, lambda _s, _f: self.stop())
+                self._accept_loop()
+                self._drain()
+            except BaseException:
+                log.exception("worker %d failed", index)
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        self._children[pid] = index
+
+    def _run_workers(self) -> None:
+        for index in range(1, self.workers + 1):
+            self._spawn(index)
+        while self._children:
+            if self._stopping.is_set():
+                for pid in list(self._children):
+                    try:
+                        os.kill(pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+                deadline = time.monotonic() + self.drain_seconds + 5
+                while self._children and time.monotonic() < deadline:
+                    self._reap(block=False)
+                    time.sleep(0.05)
+                for pid in list(self._children):
+                    os.kill(pid, signal.SIGKILL)
+                    self._reap(block=True)
+                return
+            index = self._reap(block=False)
+            if index is not None and not self._stopping.is_set():
+                log.error("worker %d exited; starting a new one", index)
+                self._spawn(index)
+            select.select([self._wake_r], [], [], 0.5)
+
+    def _reap(self, block: bool) -> int | None:
+        try:
+            pid, _status = os.waitpid(-1, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            self._children.clear()
+            return None
+        if pid == 0:
+            return None
+        return self._children.pop(pid, None)

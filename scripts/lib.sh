@@ -1,0 +1,95 @@
+# Shared setup for ./run.sh, ./test.sh and bench/run.sh: bash functions that make a
+# fresh Debian machine ready (packages, an unpacked sendmail, a venv) and run a
+# command inside a private, loopback-only network namespace (TESTBED.md rule one).
+# Source it; every function is idempotent.
+
+ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+CACHE=${BMS_CACHE:-$ROOT/.cache}
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+_apt_updated=0
+apt_install() {
+    # Install the Debian packages that are not installed yet.
+    local missing=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$p")
+    done
+    [ ${#missing[@]} = 0 ] && return 0
+    log "installing Debian packages: ${missing[*]}"
+    if [ $_apt_updated = 0 ]; then
+        as_root apt-get update -qq
+        _apt_updated=1
+    fi
+    # Postfix must not configure (or start) a system instance: tests run their own.
+    echo "postfix postfix/main_mailer_type select No configuration" | as_root debconf-set-selections
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
+}
+
+ensure_python() {
+    if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+        apt_install python3 python3-venv
+    fi
+}
+
+ensure_venv() {
+    # ensure_venv DIR SPEC: a virtualenv at DIR with the pip requirement SPEC installed.
+    local dir=$1 spec=$2 stamp
+    ensure_python
+    stamp="$(cat "$ROOT/pyproject.toml" | sha1sum | cut -c1-16) $spec"
+    if [ -x "$dir/bin/python" ] && [ "$(cat "$dir/.stamp" 2>/dev/null)" = "$stamp" ]; then
+        return 0
+    fi
+    log "creating virtualenv $dir ($spec)"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install -q --upgrade pip
+    (cd "$ROOT" && "$dir/bin/pip" install -q -e "$spec")
+    echo "$stamp" > "$dir/.stamp"
+}
+
+SENDMAIL_ROOT=$CACHE/sendmail
+ensure_sendmail() {
+    # Sendmail conflicts with the postfix package, so it is unpacked, not installed.
+    [ -x "$SENDMAIL_ROOT/usr/libexec/sendmail/sendmail" ] && return 0
+    apt_install m4
+    local debs=$CACHE/debs deps
+    mkdir -p "$debs"
+    log "downloading and unpacking sendmail into $SENDMAIL_ROOT"
+    (cd "$debs" && chmod 777 . && apt-get download -q sendmail-bin sendmail-base sendmail-cf >/dev/null 2>&1) \
+        || { as_root apt-get update -qq; (cd "$debs" && apt-get download -q sendmail-bin sendmail-base sendmail-cf >/dev/null); }
+    # Its shared libraries are ordinary packages: install them.
+    deps=$(dpkg-deb -f "$debs"/sendmail-bin_*.deb Depends | tr ',' '\n' \
+           | sed -e 's/^ *//' -e 's/ .*//' | grep '^lib' || true)
+    # shellcheck disable=SC2086
+    apt_install $deps
+    rm -rf "$SENDMAIL_ROOT.tmp"
+    for d in "$debs"/*.deb; do dpkg -x "$d" "$SENDMAIL_ROOT.tmp"; done
+    mv "$SENDMAIL_ROOT.tmp" "$SENDMAIL_ROOT"
+}
+
+run_in_netns() {
+    # run_in_netns CMD...: run CMD in a new network namespace that has only
+    # loopback, with /etc/resolv.conf and /etc/hosts replaced by loopback-only
+    # copies, so nothing (sendmail's own hostname lookup included) leaves the machine.
+    apt_install iproute2
+    local tmp
+    tmp=$(mktemp -d /tmp/bms-netns.XXXXXX)
+    printf 'nameserver 127.0.0.1\noptions timeout:1 attempts:1\n' > "$tmp/resolv.conf"
+    printf '127.0.0.1 localhost %s\n::1 localhost ip6-localhost %s\n' \
+        "$(hostname)" "$(hostname)" > "$tmp/hosts"
+    local rc=0
+    as_root unshare -m -n --propagation private env BMS_NETNS=1 bash -c '
+        set -e
+        ip link set lo up
+        mount --bind "$0/resolv.conf" /etc/resolv.conf
+        mount --bind "$0/hosts" /etc/hosts
+        exec "$@"' "$tmp" "$@" || rc=$?
+    rm -rf "$tmp"
+    return $rc
+}

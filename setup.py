@@ -1,0 +1,5 @@
+"""Kept for tools that run ``python setup.py``; the metadata is in pyproject.toml."""
+
+from setuptools import setup
+
+setup()

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Sets up everything the test suite needs on a fresh Debian machine (Debian
+# packages, an unpacked sendmail, a virtualenv in .venv) and runs the whole
+# suite: unit tests, socket tests and end-to-end tests through real Postfix and
+# sendmail, inside a private loopback-only network namespace.
+# Extra arguments go to pytest, e.g. ./test.sh -k postfix -x
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")" && pwd)
+cd "$ROOT"
+. scripts/lib.sh
+
+apt_install postfix miltertest iproute2 procps
+ensure_sendmail
+ensure_venv "$ROOT/.venv" ".[test]"
+
+.venv/bin/ruff check Milter bms.py tests bench
+.venv/bin/mypy
+export BMS_SENDMAIL_ROOT=$SENDMAIL_ROOT
+run_in_netns "$ROOT/.venv/bin/python" -m pytest "$@"
