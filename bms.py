@@ -74,12 +74,14 @@ def mta_config_lines(socket_spec: str, name: str) -> list[str]:
     if spec.is_unix:
         postfix = f"unix:{spec.address}"
     else:
-        host, port = spec.address  # type: ignore[misc]
+        assert isinstance(spec.address, tuple)
+        host, port = spec.address
         postfix = f"inet:[{host}]:{port}" if ":" in host else f"inet:{host}:{port}"
     return [
         f"sendmail.cf: X{name}, S={socket_spec}, F=T, T=C:5m;S:20s;R:60s;E:5m",
         f"sendmail.cf: O InputMailFilters={name}",
-        f"sendmail.mc: INPUT_MAIL_FILTER(`{name}', `S={socket_spec}, F=T, T=C:5m;S:20s;R:60s;E:5m')",
+        f"sendmail.mc: INPUT_MAIL_FILTER(`{name}', "
+        f"`S={socket_spec}, F=T, T=C:5m;S:20s;R:60s;E:5m')",
         f"postfix main.cf: smtpd_milters = {postfix}",
         f"postfix main.cf: non_smtpd_milters = {postfix}",
         "postfix main.cf: milter_default_action = tempfail",

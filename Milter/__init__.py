@@ -11,21 +11,88 @@ from __future__ import annotations
 import functools
 import re
 import threading
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from . import lowlevel as milter
 from .lowlevel import (  # noqa: F401 - the public pymilter names
-    ACCEPT, ADDHDRS, ADDRCPT, ADDRCPT_PAR, ALL_OPTS, CHGBODY, CHGFROM, CHGHDRS, CONTINUE,
-    CURR_ACTS, DELRCPT, DISCARD, FAILURE, M_CONNECT, M_DATA, M_ENVFROM, M_ENVRCPT, M_EOH,
-    M_EOM, M_HELO, MODBODY, NOREPLY, P_HDR_LEADSPC, P_NOBODY, P_NOCONNECT, P_NODATA,
-    P_NOEOH, P_NOHDRS, P_NOHELO, P_NOMAIL, P_NORCPT, P_NOUNKNOWN, P_NR_BODY, P_NR_CONN,
-    P_NR_DATA, P_NR_EOH, P_NR_HDR, P_NR_HELO, P_NR_MAIL, P_NR_RCPT, P_NR_UNKN, P_RCPT_REJ,
-    P_SKIP, QUARANTINE, REJECT, SETSYMLIST, SKIP, SUCCESS, TEMPFAIL, V1_ACTS, V2_ACTS,
-    VERSION, error, getdiag, getversion, main, opensocket, register, set_abort_callback,
-    set_body_callback, set_close_callback, set_connect_callback, set_envfrom_callback,
-    set_envrcpt_callback, set_eoh_callback, set_eom_callback, set_exception_policy,
-    set_flags, set_header_callback, set_helo_callback, setbacklog, setconn, setdbg,
-    setmaxdatasize, settimeout, setworkers, stop,
+    ACCEPT,
+    ADDHDRS,
+    ADDRCPT,
+    ADDRCPT_PAR,
+    ALL_OPTS,
+    CHGBODY,
+    CHGFROM,
+    CHGHDRS,
+    CONTINUE,
+    CURR_ACTS,
+    DELRCPT,
+    DISCARD,
+    FAILURE,
+    M_CONNECT,
+    M_DATA,
+    M_ENVFROM,
+    M_ENVRCPT,
+    M_EOH,
+    M_EOM,
+    M_HELO,
+    MODBODY,
+    NOREPLY,
+    P_HDR_LEADSPC,
+    P_NOBODY,
+    P_NOCONNECT,
+    P_NODATA,
+    P_NOEOH,
+    P_NOHDRS,
+    P_NOHELO,
+    P_NOMAIL,
+    P_NORCPT,
+    P_NOUNKNOWN,
+    P_NR_BODY,
+    P_NR_CONN,
+    P_NR_DATA,
+    P_NR_EOH,
+    P_NR_HDR,
+    P_NR_HELO,
+    P_NR_MAIL,
+    P_NR_RCPT,
+    P_NR_UNKN,
+    P_RCPT_REJ,
+    P_SKIP,
+    QUARANTINE,
+    REJECT,
+    SETSYMLIST,
+    SKIP,
+    SUCCESS,
+    TEMPFAIL,
+    V1_ACTS,
+    V2_ACTS,
+    VERSION,
+    error,
+    getdiag,
+    getversion,
+    main,
+    opensocket,
+    register,
+    set_abort_callback,
+    set_body_callback,
+    set_close_callback,
+    set_connect_callback,
+    set_envfrom_callback,
+    set_envrcpt_callback,
+    set_eoh_callback,
+    set_eom_callback,
+    set_exception_policy,
+    set_flags,
+    set_header_callback,
+    set_helo_callback,
+    setbacklog,
+    setconn,
+    setdbg,
+    setmaxdatasize,
+    settimeout,
+    setworkers,
+    stop,
 )
 
 __version__ = "1.0.6"
@@ -36,7 +103,7 @@ _seq_lock = threading.Lock()
 _seq = 0
 
 
-def uniqueID() -> int:  # noqa: N802 - pymilter's name
+def uniqueID() -> int:
     """A process-wide sequence number, incremented on each call (from 1)."""
     global _seq
     with _seq_lock:
@@ -126,8 +193,8 @@ def noreply(func: F) -> F:
         if self._protocol & nr_mask:
             if rc != CONTINUE:
                 raise RuntimeError(f"{func.__name__} return code must be CONTINUE with @noreply")
-            return globals()["NOREPLY"]  # late lookup, see docstring
-        return rc
+            return int(globals()["NOREPLY"])  # late lookup, see docstring
+        return int(rc)
 
     wrapper.milter_protocol = nr_mask  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
@@ -240,23 +307,23 @@ class Base:
 
     def envfrom_bytes(self, *b: bytes) -> int:
         strategy = getattr(self.envfrom, "error_strategy", "surrogateescape")
-        s = [_decode_arg(x, strategy) for x in b]
+        s: list[Any] = [_decode_arg(x, strategy) for x in b]
         return self.envfrom(*s)
 
     def envrcpt_bytes(self, *b: bytes) -> int:
         strategy = getattr(self.envrcpt, "error_strategy", "surrogateescape")
-        s = [_decode_arg(x, strategy) for x in b]
+        s: list[Any] = [_decode_arg(x, strategy) for x in b]
         return self.envrcpt(*s)
 
     def header_bytes(self, fld: str, val: bytes) -> int:
         strategy = getattr(self.header, "error_strategy", "surrogateescape")
         if strategy == "bytes":
-            self.header_bytes = self.header  # type: ignore[method-assign]
+            self.header_bytes = self.header  # type: ignore[method-assign, assignment]
             return self.header(fld, val)  # type: ignore[arg-type]
         return self.header(fld, _decode_arg(val, strategy))  # type: ignore[arg-type]
 
     @classmethod
-    def protocol_mask(klass) -> int:
+    def protocol_mask(klass) -> int:  # noqa: N804 - pymilter's signature
         """Protocol bits this class does *not* want (cached, inherited as in pymilter)."""
         try:
             return klass._protocol_mask  # type: ignore[attr-defined, no-any-return]
@@ -428,33 +495,49 @@ def close_callback(ctx: Any) -> int:
     return rc  # type: ignore[no-any-return]
 
 
-def _priv(ctx: Any) -> Base:
-    m = ctx.getpriv()
-    if not m:
-        # A command arrived before negotiation and connect (pymilter would raise
-        # AttributeError and tempfail); create the object as connect would.
-        m = factory()
-        m._setctx(ctx)
-    return m  # type: ignore[no-any-return]
-
-
-def glue_callbacks() -> dict[str, Callable[..., Any]]:
+def glue_callbacks(make: Callable[[], Base] | None = None) -> dict[str, Callable[..., Any]]:
     """The low-level callbacks ``runmilter`` installs: each event goes to the
-    connection's object (pymilter's ``runmilter`` glue)."""
+    connection's object (pymilter's ``runmilter`` glue).
+
+    Objects come from ``make``, or from the module global ``factory`` looked up
+    per connection when ``make`` is None (so ``factory`` may be reassigned
+    while running, as in pymilter).  Passing ``make`` lets several milters
+    with different classes serve in one process."""
+
+    def new() -> Base:
+        return (make or factory)()
+
+    def priv(ctx: Any) -> Base:
+        m = ctx.getpriv()
+        if not m:
+            # Negotiation was skipped (pymilter would raise AttributeError and
+            # tempfail): create the object as connect would.
+            m = new()
+            m._setctx(ctx)
+        return m  # type: ignore[no-any-return]
+
+    def negotiate(ctx: Any, opts: list[int]) -> int:
+        m = new()
+        m._setctx(ctx)
+        return m.negotiate(opts)
+
+    def connect(ctx: Any, hostname: str, family: int, hostaddr: Any) -> int:
+        return priv(ctx).connect(hostname, family, hostaddr)
+
     return {
-        "negotiate": negotiate_callback,
-        "connect": connect_callback,
-        "helo": lambda ctx, host: _priv(ctx).hello(host),
-        "envfrom": lambda ctx, *args: _priv(ctx).envfrom_bytes(*args),
-        "envrcpt": lambda ctx, *args: _priv(ctx).envrcpt_bytes(*args),
-        "header": lambda ctx, fld, val: _priv(ctx).header_bytes(fld, val),
-        "eoh": lambda ctx: _priv(ctx).eoh(),
-        "body": lambda ctx, chunk: _priv(ctx).body(chunk),
-        "eom": lambda ctx: _priv(ctx).eom(),
-        "abort": lambda ctx: _priv(ctx).abort(),
+        "negotiate": negotiate,
+        "connect": connect,
+        "helo": lambda ctx, host: priv(ctx).hello(host),
+        "envfrom": lambda ctx, *args: priv(ctx).envfrom_bytes(*args),
+        "envrcpt": lambda ctx, *args: priv(ctx).envrcpt_bytes(*args),
+        "header": lambda ctx, fld, val: priv(ctx).header_bytes(fld, val),
+        "eoh": lambda ctx: priv(ctx).eoh(),
+        "body": lambda ctx, chunk: priv(ctx).body(chunk),
+        "eom": lambda ctx: priv(ctx).eom(),
+        "abort": lambda ctx: priv(ctx).abort(),
         "close": close_callback,
-        "data": lambda ctx: _priv(ctx).data(),
-        "unknown": lambda ctx, cmd: _priv(ctx).unknown(cmd),
+        "data": lambda ctx: priv(ctx).data(),
+        "unknown": lambda ctx, cmd: priv(ctx).unknown(cmd),
     }
 
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import socket
 import tempfile
-from typing import IO, Any, Callable, Final
+from collections.abc import Callable
+from typing import IO, Any, Final
 
 from . import lowlevel as L
 from .protocol import commands as cmd
@@ -31,7 +32,9 @@ from .protocol.session import Session, State
 
 log = logging.getLogger("Milter")
 
-_VALID: Final = frozenset((L.CONTINUE, L.REJECT, L.DISCARD, L.ACCEPT, L.TEMPFAIL, L.NOREPLY, L.SKIP))
+_VALID: Final = frozenset(
+    (L.CONTINUE, L.REJECT, L.DISCARD, L.ACCEPT, L.TEMPFAIL, L.NOREPLY, L.SKIP)
+)
 _STAGE_NAMES: Final = {
     State.CONN: "connect", State.HELO: "helo", State.MAIL: "envfrom", State.RCPT: "envrcpt",
     State.DATA: "data", State.HDRS: "header", State.EOHS: "eoh", State.BODY: "body",
@@ -195,7 +198,8 @@ class Context:
             return self._exception_policy(), True
         if name in ("abort", "close"):
             return L.CONTINUE, False
-        if not isinstance(rc, int) or rc not in _VALID:
+        if not isinstance(rc, int) or (
+                rc not in _VALID and not (name == "negotiate" and rc == L.ALL_OPTS)):
             log.error("the %s callback returned %r, not a milter result code", name, rc)
             return self._exception_policy(), True
         return int(rc), False
@@ -333,6 +337,7 @@ class Context:
     def _on_quit_nc(self, ev: cmd.QuitNewConnection) -> None:
         # Close this SMTP session's object; a new CONNECT may follow (§6.1).
         self._call("close")
+        self._priv = None  # the next CONNECT gets a fresh factory() object
         self._deferred = None
 
     # -------------------------------------------------------- EOM output
@@ -410,7 +415,8 @@ class Context:
         name, data = to_bytes(field, "header name"), to_bytes(value, "header value")
         _check_header_name(name)
         _check_header_value(data)
-        mod: R.Modification = R.AddHeader(name, data) if idx < 0 else R.InsertHeader(idx, name, data)
+        mod: R.Modification
+        mod = R.AddHeader(name, data) if idx < 0 else R.InsertHeader(idx, name, data)
         self._modify(mod, "cannot add header")
 
     def chgheader(self, field: str, idx: int, value: str | None) -> None:
@@ -463,7 +469,9 @@ class Context:
         except UsageError as exc:
             raise L.error(f"cannot replace message body: {exc}") from None
         if self._body_spool is None:
-            self._body_spool = tempfile.SpooledTemporaryFile(max_size=BODY_SPOOL_MEMORY)
+            # Closed in _flush_eom / _discard_eom_output.
+            self._body_spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115
+                max_size=BODY_SPOOL_MEMORY)
         self._body_spool.write(data)
 
     def progress(self) -> None:

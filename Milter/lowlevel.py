@@ -1,5 +1,5 @@
 """The process-wide, low-level milter API: what pymilter's C module ``milter``
-offers (PYMILTER_API.md §2–§3).  ``Milter`` re-exports every public name.
+offers (PYMILTER_API.md §2-§3).  ``Milter`` re-exports every public name.
 
 Callbacks registered here take the per-connection context first, with the
 argument types of pymilter on Python 3: ``connect(ctx, hostname: str, family,
@@ -11,8 +11,9 @@ str)`` and ``ctx`` alone for the rest.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .protocol import constants as C
 

@@ -22,8 +22,9 @@ import socket
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import connid
 from .protocol.errors import PeerError
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("Milter.server")
 
-_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 RECV_SIZE = 256 * 1024
 DEFAULT_DRAIN_SECONDS = 30.0
 
@@ -70,7 +71,7 @@ class SocketSpec:
 def _port(text: str, spec: str) -> int:
     if text.isdigit():
         port = int(text)
-        if 0 < port < 65536:
+        if 0 <= port < 65536:  # 0: any free port (see MilterServer.address)
             return port
         raise SocketSpecError(f"port out of range in {spec!r}")
     try:
@@ -249,14 +250,18 @@ class MilterServer:
                 self._run_workers()
             else:
                 self._accept_loop()
+                self._close_listener()  # refuse new connections while draining
                 self._drain()
         finally:
             self.running = False
-            if self.listener is not None:
-                self.listener.close()
-                self.listener = None
-            if not self._children_mode:
-                self._remove_socket_file()
+            self._close_listener()
+
+    def _close_listener(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        if not self._children_mode:
+            self._remove_socket_file()
 
     _children_mode = False  # True in a forked worker: the parent owns the socket file
 
@@ -299,7 +304,7 @@ class MilterServer:
         cid = connid.new_id()
         connid.current.set(cid)
         tcp = conn.family in (socket.AF_INET, socket.AF_INET6)
-        quickack = tcp and _QUICKACK is not None
+        quickack = _QUICKACK if tcp else None
         ctx: ContextLike | None = None
         try:
             conn.setblocking(True)
@@ -310,8 +315,8 @@ class MilterServer:
             recv = conn.recv
             setsockopt = conn.setsockopt
             while True:
-                if quickack:
-                    setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+                if quickack is not None:
+                    setsockopt(socket.IPPROTO_TCP, quickack, 1)
                 data = recv(RECV_SIZE)
                 if not data:
                     try:
@@ -322,7 +327,7 @@ class MilterServer:
                     break
                 if not ctx.receive(data):
                     break
-        except socket.timeout:
+        except TimeoutError:
             log.warning("no command from the MTA for %s seconds, closing", self.timeout)
             if ctx is not None:
                 ctx.connection_lost(TimeoutError("read timeout"))
@@ -374,6 +379,7 @@ class MilterServer:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     signal.signal(sig, lambda _s, _f: self.stop())
                 self._accept_loop()
+                self._close_listener()
                 self._drain()
             except BaseException:
                 log.exception("worker %d failed", index)
@@ -388,6 +394,7 @@ class MilterServer:
             self._spawn(index)
         while self._children:
             if self._stopping.is_set():
+                self._close_listener()
                 for pid in list(self._children):
                     try:
                         os.kill(pid, signal.SIGTERM)
@@ -401,10 +408,10 @@ class MilterServer:
                     os.kill(pid, signal.SIGKILL)
                     self._reap(block=True)
                 return
-            index = self._reap(block=False)
-            if index is not None and not self._stopping.is_set():
-                log.error("worker %d exited; starting a new one", index)
-                self._spawn(index)
+            dead = self._reap(block=False)
+            if dead is not None and not self._stopping.is_set():
+                log.error("worker %d exited; starting a new one", dead)
+                self._spawn(dead)
             select.select([self._wake_r], [], [], 0.5)
 
     def _reap(self, block: bool) -> int | None:

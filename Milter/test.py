@@ -129,7 +129,7 @@ class TestBase:
         self._addrcpt.append(rcpt)
 
     def setreply(self, rcode: str, xcode: str | None = None, *msg: str | None) -> None:
-        self._reply = (rcode, xcode) + msg
+        self._reply = (rcode, xcode, *msg)
 
     def setsymlist(self, stage: int, *macros: str | bytes) -> None:
         if not self._actions & Milter.SETSYMLIST:
@@ -152,7 +152,7 @@ class TestBase:
         finally:
             self._stage = None
 
-    def feedFile(self, fp: IO[bytes], sender: str = "spam@adv.com",  # noqa: N802
+    def feedFile(self, fp: IO[bytes], sender: str = "spam@adv.com",
                  rcpt: str = "victim@lamb.com", *rcpts: str) -> int:
         """envfrom, envrcpt for each recipient, data, header for each header,
         eoh, body blocks and eom; stops at the first result other than
@@ -167,7 +167,7 @@ class TestBase:
         rc = self._tb_call(Milter.M_ENVFROM, m.envfrom, self._sender)
         if rc != Milter.CONTINUE:
             return rc
-        for r in (rcpt,) + rcpts:
+        for r in (rcpt, *rcpts):
             rc = self._tb_call(Milter.M_ENVRCPT, m.envrcpt, f"<{r}>")
             if rc != Milter.CONTINUE:
                 return rc
@@ -207,7 +207,7 @@ class TestBase:
         self._close()
         return rc
 
-    def feedMsg(self, fname: str, sender: str = "spam@adv.com", *rcpts: str) -> int:  # noqa: N802
+    def feedMsg(self, fname: str, sender: str = "spam@adv.com", *rcpts: str) -> int:
         with open("test/" + fname, "rb") as fp:
             return self.feedFile(fp, sender, *rcpts)
 

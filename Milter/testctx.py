@@ -146,7 +146,7 @@ class TestCtx(Context):
 
     def setreply(self, rcode: str, xcode: str | None = None, *msg: str | None) -> None:
         super().setreply(rcode, xcode, *msg)
-        self._reply = (rcode, xcode) + msg
+        self._reply = (rcode, xcode, *msg)
 
     def setsymlist(self, stage: int, macros: str | bytes) -> None:
         if self._stage != -1:
@@ -322,7 +322,7 @@ class TestCtx(Context):
                 self._body.write(reply.chunk)
         return self._result(replies)
 
-    def _feedFile(self, fp: IO[bytes], sender: str = "spam@adv.com",  # noqa: N802
+    def _feedFile(self, fp: IO[bytes], sender: str = "spam@adv.com",
                   rcpt: str = "victim@lamb.com", *rcpts: str) -> int:
         """Feed a message (binary file) through envfrom … eom, as an MTA would;
         stop at the first result other than CONTINUE and return it."""
@@ -335,7 +335,7 @@ class TestCtx(Context):
         rc = self._envfrom(f"<{sender}>")
         if rc != Milter.CONTINUE:
             return rc
-        for r in (rcpt,) + rcpts:
+        for r in (rcpt, *rcpts):
             rc = self._envrcpt(f"<{r}>")
             if rc != Milter.CONTINUE:
                 return rc
@@ -362,7 +362,7 @@ class TestCtx(Context):
         self._body.write(body)
         return rc
 
-    def _feedMsg(self, fname: str, sender: str = "spam@adv.com", *rcpts: str) -> int:  # noqa: N802
+    def _feedMsg(self, fname: str, sender: str = "spam@adv.com", *rcpts: str) -> int:
         with open("test/" + fname, "rb") as fp:
             return self._feedFile(fp, sender, *rcpts)
 

@@ -81,7 +81,9 @@ run_in_netns() {
     local tmp
     tmp=$(mktemp -d /tmp/bms-netns.XXXXXX)
     printf 'nameserver 127.0.0.1\noptions timeout:1 attempts:1\n' > "$tmp/resolv.conf"
-    printf '127.0.0.1 localhost %s\n::1 localhost ip6-localhost %s\n' \
+    # A qualified alias is needed: sendmail sleeps 60 s at startup when no name
+    # of its own host has a dot ("My unqualified host name ... unknown").
+    printf '127.0.0.1 localhost localhost.localdomain %s\n::1 localhost ip6-localhost %s\n' \
         "$(hostname)" "$(hostname)" > "$tmp/hosts"
     local rc=0
     as_root unshare -m -n --propagation private env BMS_NETNS=1 bash -c '

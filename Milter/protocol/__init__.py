@@ -5,8 +5,16 @@ no sockets, threads, clocks or logging configuration."""
 from . import constants
 from .commands import Command, parse_command
 from .errors import (
-    ActionNotAllowed, InvalidReply, MalformedPacket, NegotiationRefused, OversizedPacket,
-    PeerError, ProtocolError, TruncatedStream, UnknownCommand, UsageError,
+    ActionNotAllowed,
+    InvalidReply,
+    MalformedPacket,
+    NegotiationRefused,
+    OversizedPacket,
+    PeerError,
+    ProtocolError,
+    TruncatedStream,
+    UnknownCommand,
+    UsageError,
 )
 from .framing import FrameDecoder, encode_frame
 from .negotiation import Agreement, Offer, settle

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Final, Union
+from typing import Final
 
 from . import constants as C
 from .errors import MalformedPacket, NegotiationRefused, UnknownCommand
@@ -80,7 +81,8 @@ class Connect:
     def encode(self) -> bytes:
         body = _cstr(self.hostname) + bytes((self.family,))
         if self.family != C.SMFIA_UNKNOWN:
-            body += _U16.pack(self.port) + _cstr((self.address or "").encode("utf-8", "surrogateescape"))
+            address = (self.address or "").encode("utf-8", "surrogateescape")
+            body += _U16.pack(self.port) + _cstr(address)
         return encode_frame(C.SMFIC_CONNECT, body)
 
 
@@ -175,10 +177,10 @@ class Unknown:
         return encode_frame(C.SMFIC_UNKNOWN, _cstr(self.line))
 
 
-Command = Union[
-    OptNeg, Macro, Connect, Helo, Mail, Rcpt, Data, Header, EndOfHeaders, Body,
-    EndOfMessage, Abort, Quit, QuitNewConnection, Unknown,
-]
+Command = (
+    OptNeg | Macro | Connect | Helo | Mail | Rcpt | Data | Header | EndOfHeaders | Body
+    | EndOfMessage | Abort | Quit | QuitNewConnection | Unknown
+)
 
 
 # --- parsing -------------------------------------------------------------------
@@ -223,9 +225,23 @@ def _parse_ipv6(text: str) -> str:
     if "%" in text:  # inet_pton takes no scope id
         raise MalformedPacket(f"CONNECT with a bad IPv6 address {text!r}")
     try:
-        return str(ipaddress.IPv6Address(text))
+        addr = ipaddress.IPv6Address(text)
     except ValueError:
         raise MalformedPacket(f"CONNECT with a bad IPv6 address {text!r}") from None
+    return _inet_ntop6(addr)
+
+
+def _inet_ntop6(addr: ipaddress.IPv6Address) -> str:
+    """The text glibc's ``inet_ntop`` gives (§3.1: pymilter's ``hostaddr`` is
+    the address after inet_pton/inet_ntop).  Python before 3.13 writes
+    ``::ffff:1.2.3.4`` as ``::ffff:102:304``; glibc keeps the dotted quad for
+    v4-mapped addresses and for ``::a.b.c.d`` with a non-zero seventh word."""
+    packed = addr.packed
+    if packed[:10] == bytes(10) and packed[10:12] == b"\xff\xff":
+        return "::ffff:" + str(ipaddress.IPv4Address(packed[12:]))
+    if packed[:12] == bytes(12) and packed[12:14] != bytes(2):
+        return "::" + str(ipaddress.IPv4Address(packed[12:]))
+    return str(addr)
 
 
 def parse_connect(payload: bytes) -> Connect:

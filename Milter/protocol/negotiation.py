@@ -26,7 +26,7 @@ class Offer:
     protocol: int
 
     @classmethod
-    def from_command(cls, cmd: OptNeg) -> "Offer":
+    def from_command(cls, cmd: OptNeg) -> Offer:
         actions = cmd.actions or C.SMFI_V1_ACTS
         protocol = (cmd.protocol or C.SMFI_V1_PROT) & ~C.SMFI_INTERNAL
         return cls(cmd.version, actions, protocol)
@@ -86,8 +86,12 @@ def settle(
             app_protocol |= C.SMFIP_SKIP
         symlists = ()
     elif result == C.SMFIS_CONTINUE:
-        actions = int(opts[0]) & 0xFFFFFFFF
-        app_protocol = int(opts[1]) & 0xFFFFFFFF
+        try:
+            actions = int(opts[0]) & 0xFFFFFFFF
+            app_protocol = int(opts[1]) & 0xFFFFFFFF
+        except (IndexError, TypeError, ValueError):
+            # negotiate() left opts unusable: refuse, like any other bad answer (§5.4).
+            raise NegotiationRefused(f"negotiate() left unusable options {opts!r}") from None
     else:
         raise NegotiationRefused(f"negotiate() returned {result}")
     to_mta = app_protocol

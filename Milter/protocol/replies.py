@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import ClassVar, Final, Union
+from typing import ClassVar, Final
 
 from . import constants as C
 from .commands import first_cstring, split_cstrings
@@ -195,11 +195,11 @@ class Quarantine:
         return encode_frame(C.SMFIR_QUARANTINE, _cstr(self.reason))
 
 
-Modification = Union[
-    AddHeader, InsertHeader, ChangeHeader, AddRcpt, AddRcptPar, DelRcpt, ChangeFrom,
-    ReplaceBody, Quarantine,
-]
-Reply = Union[Verdict, ReplyCode, OptNegReply, Modification]
+Modification = (
+    AddHeader | InsertHeader | ChangeHeader | AddRcpt | AddRcptPar | DelRcpt | ChangeFrom
+    | ReplaceBody | Quarantine
+)
+Reply = Verdict | ReplyCode | OptNegReply | Modification
 
 FINAL_CODES: Final = frozenset(
     (C.SMFIR_CONTINUE, C.SMFIR_ACCEPT, C.SMFIR_REJECT, C.SMFIR_TEMPFAIL, C.SMFIR_DISCARD,

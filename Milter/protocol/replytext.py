@@ -8,7 +8,8 @@ call, instead of surfacing later as a milter error in the MTA's log.
 from __future__ import annotations
 
 import re
-from typing import Final, Sequence
+from collections.abc import Sequence
+from typing import Final
 
 from .errors import InvalidReply
 

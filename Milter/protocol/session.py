@@ -21,7 +21,11 @@ from . import replies as R
 from .errors import ActionNotAllowed, UsageError
 from .framing import FrameDecoder
 from .macros import (
-    SLOT_CONNECT, SLOT_HELO, SLOT_MAIL, SLOT_RCPT, MacroStore,
+    SLOT_CONNECT,
+    SLOT_HELO,
+    SLOT_MAIL,
+    SLOT_RCPT,
+    MacroStore,
 )
 from .negotiation import Agreement, Offer
 
@@ -222,13 +226,16 @@ class Session:
                 continue  # pragma: no cover
             if not self._trans_ok(self.state, new):
                 implied_abort = self.in_transaction
-                self.state = S.HELO
                 if not self._trans_ok(S.HELO, new):
+                    self.state = S.HELO
                     self.dropped.append(code)
                     if implied_abort:
                         return cmd.Abort()
                     continue
+                # Parse while the transaction is still open: if the command is
+                # malformed the session ends and abort() must still run (§6.1).
                 command = cmd.parse_command(code, payload)
+                self.state = S.HELO
                 if implied_abort:
                     self._pending.append(command)
                     return cmd.Abort()
@@ -342,11 +349,10 @@ class Session:
             # Emulated NR, or NOREPLY where none was negotiated: the MTA waits,
             # so CONTINUE keeps it going (libmilter would leave it hanging).
             return _CONTINUE if self.expects_reply_for(state) else b""
-        if result == C.SMFIS_ACCEPT:
+        ends_transaction = result in (C.SMFIS_REJECT, C.SMFIS_TEMPFAIL, C.SMFIS_DISCARD) \
+            and state not in KEEP_STATE_ON_ERROR
+        if result == C.SMFIS_ACCEPT or ends_transaction:
             self.state = S.HELO
-        elif result in (C.SMFIS_REJECT, C.SMFIS_TEMPFAIL, C.SMFIS_DISCARD):
-            if state not in KEEP_STATE_ON_ERROR:
-                self.state = S.HELO
         if result == C.SMFIS_REJECT or result == C.SMFIS_TEMPFAIL:
             text = self._reply_text
             first = b"5"[0] if result == C.SMFIS_REJECT else b"4"[0]

@@ -1,0 +1,1 @@
+"""End-to-end tests: the milter framework through real Postfix and sendmail."""

@@ -1,0 +1,1 @@
+"""Pure unit tier: no sockets, no MTA."""
