@@ -108,6 +108,8 @@ class Context:
         self.session = Session(registration.max_data_size)
         self.registration = registration
         self.id = conn_id
+        # Every line this context logs names its connection (record.connid).
+        self.log = logging.LoggerAdapter(log, {"connid": conn_id})
         self._send = send
         self._priv: Any = None
         self._symlists: dict[int, bytes] | None = None
@@ -148,11 +150,11 @@ class Context:
             try:
                 event = session.next_event()
             except PeerError as exc:
-                log.warning("protocol error from MTA, closing session: %s", exc)
+                self.log.warning("protocol error from MTA, closing session: %s", exc)
                 self.connection_lost()
                 return False
             if session.dropped:
-                log.debug("ignored out-of-order commands %s",
+                self.log.debug("ignored out-of-order commands %s",
                           ", ".join(repr(chr(c)) for c in session.dropped))
                 session.dropped.clear()
             if event is None:
@@ -169,7 +171,7 @@ class Context:
         if self._closed:
             return
         if reason is not None:
-            log.info("MTA connection ended: %s", reason)
+            self.log.info("MTA connection ended: %s", reason)
         if self.session.in_transaction:
             self._call("abort")
         self._finish()
@@ -194,13 +196,13 @@ class Context:
         try:
             rc = fn(self, *args)
         except Exception:
-            log.exception("untrapped exception in %s callback", name)
+            self.log.exception("untrapped exception in %s callback", name)
             return self._exception_policy(), True
         if name in ("abort", "close"):
             return L.CONTINUE, False
         if not isinstance(rc, int) or (
                 rc not in _VALID and not (name == "negotiate" and rc == L.ALL_OPTS)):
-            log.error("the %s callback returned %r, not a milter result code", name, rc)
+            self.log.error("the %s callback returned %r, not a milter result code", name, rc)
             return self._exception_policy(), True
         return int(rc), False
 
@@ -220,7 +222,7 @@ class Context:
             state = session.awaiting
             stage = _STAGE_NAMES.get(state, "?") if state is not None else "?"
             if not failed:
-                log.warning("milter claimed not to reply at %s but returned %d", stage, rc)
+                self.log.warning("milter claimed not to reply at %s but returned %d", stage, rc)
             elif session.expects_reply():
                 # NR is emulated here, so the MTA reads a reply: send the failure.
                 self._send_out(session.respond(rc, honour_nr=False))
@@ -229,7 +231,7 @@ class Context:
                 # The MTA reads no reply here: answer the failure at the next
                 # command it waits on instead of losing it (libmilter loses it).
                 self._deferred = (rc, session.in_transaction)
-                log.warning("%s failed where the MTA reads no reply; failure deferred", stage)
+                self.log.warning("%s failed where the MTA reads no reply; failure deferred", stage)
         elif self._deferred is not None and rc in (L.CONTINUE, L.NOREPLY) \
                 and session.expects_reply():
             rc = self._deferred[0]
@@ -265,7 +267,7 @@ class Context:
             symlists = tuple(sorted(self._symlists.items()))
             agreement = settle(offer, rc, opts, symlists, unregistered)
         except (NegotiationRefused, ValueError, TypeError) as exc:
-            log.error("option negotiation failed, closing session: %s", exc)
+            self.log.error("option negotiation failed, closing session: %s", exc)
             self.session.refuse()
             return
         finally:

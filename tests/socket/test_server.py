@@ -123,11 +123,18 @@ def test_exception_in_callback_tempfails_and_next_connection_is_fine(
         assert reply == R.ReplyCode(b"451 4.3.0 pymilter: untrapped exception in testmilter")
     records = [r for r in caplog.records if "untrapped exception in envfrom" in r.getMessage()]
     assert records and records[0].exc_info is not None
+    first_id = records[0].connid  # type: ignore[attr-defined]
+    assert first_id not in ("", "-")
     assert "boom in envfrom" in caplog.text
     # The process and the next connection are unaffected.
     with MtaClient(milter.address) as mta:
         mta.negotiate()
         assert mta.connect() == R.CONTINUE
+        assert mta.command(cmd.Mail((b"<a@b>",))) == R.ReplyCode(
+            b"451 4.3.0 pymilter: untrapped exception in testmilter")
+    ids = {r.connid for r in caplog.records  # type: ignore[attr-defined]
+           if "untrapped exception" in r.getMessage()}
+    assert len(ids) == 2 and first_id in ids  # one id per connection
 
 
 @pytest.mark.parametrize(("policy", "expected"), [
