@@ -20,6 +20,7 @@ import select
 import signal
 import socket
 import stat
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +37,8 @@ log = logging.getLogger("Milter.server")
 
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 RECV_SIZE = 256 * 1024
+MAX_SPARE_THREADS = 4  # idle threads kept waiting in accept()
+_TIMEVAL = struct.Struct("@ll")  # struct timeval for SO_RCVTIMEO
 DEFAULT_DRAIN_SECONDS = 30.0
 
 
@@ -152,6 +155,8 @@ class MilterServer:
         os.set_blocking(self._wake_w, False)
         self._threads: set[threading.Thread] = set()
         self._threads_lock = threading.Lock()
+        self._waiting = 0  # threads blocked in accept()
+        self._busy = 0  # threads serving a connection
         self._socket_identity: tuple[int, int] | None = None
         self._children: dict[int, int] = {}  # pid -> worker index
         self.running = False
@@ -225,10 +230,24 @@ class MilterServer:
             pass
 
     # ----------------------------------------------------------------- serving
+    #
+    # Threads: a thread blocked in accept() serves the connection it accepted
+    # itself (no hand-off, no thread start per connection); it first makes
+    # sure another thread is waiting in accept(), and when its session ends it
+    # goes back to accept() unless enough threads already wait there.  stop()
+    # shuts the listening socket down, which wakes every accept().
 
     def stop(self) -> None:
         """Stop accepting; running sessions finish (bounded by drain_seconds)."""
         self._stopping.set()
+        listener = self.listener
+        # A worker supervisor leaves the shared socket to its workers, which
+        # stop on the SIGTERM it sends them.
+        if listener is not None and (self.workers == 1 or self._children_mode):
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         try:
             os.write(self._wake_w, b"x")
         except OSError:
@@ -249,9 +268,7 @@ class MilterServer:
             if self.workers > 1:
                 self._run_workers()
             else:
-                self._accept_loop()
-                self._close_listener()  # refuse new connections while draining
-                self._drain()
+                self._serve_until_stopped()
         finally:
             self.running = False
             self._close_listener()
@@ -265,40 +282,54 @@ class MilterServer:
 
     _children_mode = False  # True in a forked worker: the parent owns the socket file
 
-    def _accept_loop(self) -> None:
-        listener = self.listener
-        assert listener is not None
-        poller = select.poll()
-        poller.register(listener.fileno(), select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
-        while not self._stopping.is_set():
-            try:
-                events = poller.poll(5000)
-            except InterruptedError:  # pragma: no cover - PEP 475 retries
-                continue
-            for fd, _ev in events:
-                if fd == self._wake_r:
-                    continue
-                self._accept_ready(listener)
-
-    def _accept_ready(self, listener: socket.socket) -> None:
-        while not self._stopping.is_set():
-            try:
-                conn, _addr = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                # EMFILE and friends: log, back off a little, keep serving.
-                log.error("accept failed: %s", exc)
-                time.sleep(0.1)
-                return
-            self._start_thread(conn)
-
-    def _start_thread(self, conn: socket.socket) -> None:
-        thread = threading.Thread(target=self._serve_connection, args=(conn,), daemon=True)
+    def _serve_until_stopped(self) -> None:
+        assert self.listener is not None
+        self.listener.setblocking(True)
         with self._threads_lock:
-            self._threads.add(thread)
+            self._start_acceptor()
+        while not self._stopping.wait(1.0):
+            pass
+        self._close_listener()  # refuse new connections while draining
+        self._drain()
+
+    def _start_acceptor(self) -> None:
+        """Start a thread that waits in accept(); call with _threads_lock held."""
+        thread = threading.Thread(target=self._acceptor, daemon=True, name="milter")
+        self._threads.add(thread)
+        self._waiting += 1
         thread.start()
+
+    def _acceptor(self) -> None:
+        me = threading.current_thread()
+        listener = self.listener
+        try:
+            while listener is not None and not self._stopping.is_set():
+                try:
+                    conn, _addr = listener.accept()
+                except OSError as exc:
+                    if self._stopping.is_set():
+                        return
+                    # EMFILE and friends: log, back off a little, keep serving.
+                    log.error("accept failed: %s", exc)
+                    time.sleep(0.1)
+                    continue
+                with self._threads_lock:
+                    self._waiting -= 1
+                    self._busy += 1
+                    if self._waiting == 0 and not self._stopping.is_set():
+                        self._start_acceptor()
+                try:
+                    self._serve_connection(conn)
+                finally:
+                    with self._threads_lock:
+                        self._busy -= 1
+                with self._threads_lock:
+                    if self._waiting >= MAX_SPARE_THREADS or self._stopping.is_set():
+                        return
+                    self._waiting += 1
+        finally:
+            with self._threads_lock:
+                self._threads.discard(me)
 
     def _serve_connection(self, conn: socket.socket) -> None:
         cid = connid.new_id()
@@ -306,17 +337,27 @@ class MilterServer:
         tcp = conn.family in (socket.AF_INET, socket.AF_INET6)
         quickack = _QUICKACK if tcp else None
         ctx: ContextLike | None = None
+        writes = 0
+
+        def send(data: bytes) -> None:
+            nonlocal writes
+            writes += 1
+            conn.sendall(data)
+
         try:
-            conn.setblocking(True)
-            conn.settimeout(self.timeout)
+            # Blocking socket, timeouts enforced by the kernel: Python's own
+            # timeout mode would poll() before every recv and send.
+            conn.settimeout(None)
+            timeval = _TIMEVAL.pack(int(self.timeout), int(self.timeout % 1 * 1e6))
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
             if tcp:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            ctx = self.make_context(conn.sendall, cid)
+            ctx = self.make_context(send, cid)
             recv = conn.recv
             setsockopt = conn.setsockopt
+            receive = ctx.receive
             while True:
-                if quickack is not None:
-                    setsockopt(socket.IPPROTO_TCP, quickack, 1)
                 data = recv(RECV_SIZE)
                 if not data:
                     try:
@@ -325,10 +366,16 @@ class MilterServer:
                         log.warning("MTA closed the connection mid-packet: %s", exc)
                     ctx.connection_lost()
                     break
-                if not ctx.receive(data):
+                before = writes
+                if not receive(data):
                     break
-        except TimeoutError:
-            log.warning("no command from the MTA for %s seconds, closing", self.timeout)
+                if quickack is not None and writes == before:
+                    # Nothing to answer yet: ACK now, so an MTA holding its next
+                    # small write for our ACK (Nagle) is not left waiting for
+                    # the delayed-ACK timer.  A reply carries the ACK itself.
+                    setsockopt(socket.IPPROTO_TCP, quickack, 1)
+        except BlockingIOError:  # SO_RCVTIMEO / SO_SNDTIMEO expired
+            log.warning("no progress with the MTA for %s seconds, closing", self.timeout)
             if ctx is not None:
                 ctx.connection_lost(TimeoutError("read timeout"))
         except OSError as exc:
@@ -343,28 +390,20 @@ class MilterServer:
                 except Exception:
                     log.exception("internal error closing the connection")
         finally:
-            try:
-                conn.close()
-            finally:
-                with self._threads_lock:
-                    self._threads.discard(threading.current_thread())
+            conn.close()
 
     def active_connections(self) -> int:
         with self._threads_lock:
-            return len(self._threads)
+            return self._busy
 
     def _drain(self) -> None:
         deadline = time.monotonic() + self.drain_seconds
-        while True:
-            with self._threads_lock:
-                threads = list(self._threads)
-            if not threads:
+        while self.active_connections():
+            if time.monotonic() >= deadline:
+                log.warning("stopping with %d MTA connections still open",
+                            self.active_connections())
                 return
-            left = deadline - time.monotonic()
-            if left <= 0:
-                log.warning("stopping with %d MTA connections still open", len(threads))
-                return
-            threads[0].join(min(left, 1.0))
+            time.sleep(0.05)
 
     # ---------------------------------------------------------------- workers
 
@@ -378,9 +417,7 @@ class MilterServer:
                 connid.set_prefix(f"{index}.")
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     signal.signal(sig, lambda _s, _f: self.stop())
-                self._accept_loop()
-                self._close_listener()
-                self._drain()
+                self._serve_until_stopped()
             except BaseException:
                 log.exception("worker %d failed", index)
                 code = 1

@@ -11,6 +11,7 @@ from HELO, otherwise drop the command without a reply.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from enum import IntEnum
 from typing import Final
@@ -148,6 +149,25 @@ _REJECT: Final = R.REJECT.encode()
 _TEMPFAIL: Final = R.TEMPFAIL.encode()
 
 
+@functools.lru_cache(maxsize=64)
+def allowed_next(protocol: int) -> tuple[int, ...]:
+    """Per state, the mask of states a command may move to, with libmilter's
+    skip rule applied (engine.c trans_ok): from ``s``, a state allowed after a
+    later state is also allowed when every state in between was negotiated
+    away with its ``P_NO*`` bit (``protocol`` holds the application's bits)."""
+    masks = []
+    for old in State:
+        allowed, s = NEXT[old], old
+        while s < S.Q_NC:
+            skip_bit = SKIP_BIT.get(State(s + 1))
+            if skip_bit is None or not protocol & skip_bit:
+                break
+            s = State(s + 1)
+            allowed |= NEXT[s]
+        masks.append(allowed)
+    return tuple(masks)
+
+
 def in_transaction(state: State) -> bool:
     """libmilter's ST_IN_MAIL: between MAIL and end of message."""
     return S.MAIL <= state < S.ENDM
@@ -161,7 +181,7 @@ class Session:
         self.macros = MacroStore()
         self.state = S.INIT
         self.agreement: Agreement | None = None
-        self._skip = 0  # NO bits of the application: stages trans_ok may jump
+        self._allowed = allowed_next(0)
         self._pending: deque[cmd.Command] = deque()
         self._awaiting: State | None = None  # a command waits for respond()
         self._reply_text: bytes | None = None
@@ -186,17 +206,7 @@ class Session:
         return in_transaction(self.state)
 
     def _trans_ok(self, old: State, new: State) -> bool:
-        s = old
-        while True:
-            if NEXT[s] & (1 << new):
-                return True
-            n = s + 1
-            if n > S.Q_NC:
-                return False
-            skip_bit = SKIP_BIT.get(State(n))
-            if skip_bit is None or not self._skip & skip_bit:
-                return False
-            s = State(n)
+        return bool(self._allowed[old] & (1 << new))
 
     def next_event(self) -> cmd.Command | None:
         """The next command to act on, or ``None`` when more input is needed.
@@ -275,11 +285,7 @@ class Session:
             raise UsageError("no OPTNEG to answer")
         self._awaiting = None
         self.agreement = agreement
-        self._skip = agreement.app_protocol & (
-            C.SMFIP_NOCONNECT | C.SMFIP_NOHELO | C.SMFIP_NOMAIL | C.SMFIP_NORCPT
-            | C.SMFIP_NOBODY | C.SMFIP_NOHDRS | C.SMFIP_NOEOH | C.SMFIP_NOUNKNOWN
-            | C.SMFIP_NODATA
-        )
+        self._allowed = allowed_next(agreement.app_protocol)
         return agreement.reply().encode()
 
     def refuse(self) -> None:
