@@ -107,6 +107,7 @@ class Context:
     ) -> None:
         self.session = Session(registration.max_data_size)
         self.registration = registration
+        self._callbacks = registration.callbacks
         self.id = conn_id
         # Every line this context logs names its connection (record.connid).
         self.log = logging.LoggerAdapter(log, {"connid": conn_id})
@@ -190,7 +191,7 @@ class Context:
     def _call(self, name: str, *args: Any) -> tuple[int, bool]:
         """Run a callback; returns ``(result, failed)``.  Exceptions and
         results that are not a known ``int`` go through the exception policy."""
-        fn = self.registration.callbacks.get(name)
+        fn = self._callbacks.get(name)
         if fn is None:
             return L.CONTINUE, False
         try:
@@ -218,6 +219,11 @@ class Context:
     def _answer(self, rc: int, failed: bool) -> None:
         """Send the reply for the command being handled."""
         session = self.session
+        if rc == 0 and self._deferred is None:  # CONTINUE: the common case
+            data = session.respond(rc)
+            if data:
+                self._send(data)
+            return
         if session.effective_result(rc) == L.NOREPLY and rc not in (L.NOREPLY, L.CONTINUE):
             state = session.awaiting
             stage = _STAGE_NAMES.get(state, "?") if state is not None else "?"

@@ -29,16 +29,22 @@ class FrameDecoder:
     __slots__ = ("_buf", "_pos", "max_data_size")
 
     def __init__(self, max_data_size: int = DEFAULT_MAX_DATA_SIZE) -> None:
-        self._buf = bytearray()
+        # ``bytes`` while each feed() holds whole packets (frames are sliced
+        # straight out of it), a ``bytearray`` while a packet is incomplete.
+        self._buf: bytes | bytearray = b""
         self._pos = 0
         self.max_data_size = max_data_size
 
     def feed(self, data: bytes) -> None:
-        if self._pos:
-            # Drop what was consumed before growing the buffer again.
-            del self._buf[: self._pos]
-            self._pos = 0
-        self._buf += data
+        buf = self._buf
+        if self._pos >= len(buf):
+            self._buf = data
+        elif isinstance(buf, bytearray):
+            del buf[: self._pos]  # drop what was consumed, then grow
+            buf += data
+        else:
+            self._buf = bytearray(buf[self._pos :]) + data
+        self._pos = 0
 
     def next_frame(self) -> tuple[int, bytes] | None:
         """The next complete frame, or ``None`` when more bytes are needed.
@@ -63,13 +69,13 @@ class FrameDecoder:
         if len(buf) < end:
             return None
         code = buf[pos + _HEADER_SIZE]
-        payload = bytes(buf[pos + _HEADER_SIZE + 1 : end])
+        payload = buf[pos + _HEADER_SIZE + 1 : end]
         if end == len(buf):
-            buf.clear()
+            self._buf = b""
             self._pos = 0
         else:
             self._pos = end
-        return code, payload
+        return code, payload if type(payload) is bytes else bytes(payload)
 
     @property
     def buffered(self) -> int:

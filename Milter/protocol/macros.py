@@ -69,6 +69,25 @@ class MacroStore:
             values.setdefault(canonical_name(name), value)  # first match wins
         self._slots[slot] = values
 
+    def define_raw(self, stage: int, data: bytes) -> None:
+        """Store a MACRO packet's ``cstr[]`` list (the payload after the stage
+        byte) without building a :class:`~.commands.Macro` first."""
+        slot = STAGE_SLOT.get(stage)
+        if slot is None:
+            return
+        strings = data.split(b"\0")
+        del strings[-1]  # bytes after the last NUL are dropped
+        if not strings:
+            return  # an empty list keeps the stage's previous values
+        values: dict[bytes, bytes] = {}
+        for i in range(0, len(strings) - 1, 2):  # an odd trailing name has no value
+            name = strings[i]
+            if len(name) == 3 and name[0] == 0x7B and name[2] == 0x7D:  # {x} -> x
+                name = name[1:2]
+            if name not in values:  # first match wins
+                values[name] = strings[i + 1]
+        self._slots[slot] = values
+
     def clear_after(self, slot: int) -> None:
         for i in range(slot + 1, NSLOTS):
             self._slots[i] = None

@@ -19,7 +19,8 @@ from typing import Final
 from . import commands as cmd
 from . import constants as C
 from . import replies as R
-from .errors import ActionNotAllowed, UsageError
+from .commands import PARSERS
+from .errors import ActionNotAllowed, MalformedPacket, UsageError
 from .framing import FrameDecoder
 from .macros import (
     SLOT_CONNECT,
@@ -168,6 +169,15 @@ def allowed_next(protocol: int) -> tuple[int, ...]:
     return tuple(masks)
 
 
+@functools.lru_cache(maxsize=64)
+def reply_tables(app_protocol: int, mta_protocol: int) -> tuple[tuple[bool, ...], tuple[bool, ...]]:
+    """Per state: does the application's NR bit silence its result, and does
+    the MTA read a reply (its NR bit was not sent)?  (engine.c sendreply)"""
+    noreply = tuple(bool(app_protocol & NR_BIT.get(s, 0)) for s in State)
+    waits = tuple(not mta_protocol & NR_BIT.get(s, 0) for s in State)
+    return noreply, waits
+
+
 def in_transaction(state: State) -> bool:
     """libmilter's ST_IN_MAIL: between MAIL and end of message."""
     return S.MAIL <= state < S.ENDM
@@ -182,6 +192,9 @@ class Session:
         self.state = S.INIT
         self.agreement: Agreement | None = None
         self._allowed = allowed_next(0)
+        # Per state: the application promised no reply / the MTA reads one.
+        self._noreply, self._waits = reply_tables(0, 0)
+        self._skip_ok = False
         self._pending: deque[cmd.Command] = deque()
         self._awaiting: State | None = None  # a command waits for respond()
         self._reply_text: bytes | None = None
@@ -220,21 +233,24 @@ class Session:
         if self.ended:
             return None
         if self._pending:
-            return self._take(self._pending.popleft())
+            command = self._pending.popleft()
+            return self._take(command, _CODE_OF[type(command)])
+        next_frame = self._frames.next_frame
         while True:
-            frame = self._frames.next_frame()
+            frame = next_frame()
             if frame is None:
                 return None
             code, payload = frame
             if code == C.SMFIC_MACRO:
-                macro = cmd.parse_macro(payload)
-                self.macros.define(macro.stage, macro.pairs)
+                if not payload:
+                    raise MalformedPacket("MACRO without data")
+                self.macros.define_raw(payload[0], payload[1:])
                 continue
             new = COMMAND_STATE.get(code)
             if new is None:
                 cmd.parse_command(code, payload)  # raises UnknownCommand
                 continue  # pragma: no cover
-            if not self._trans_ok(self.state, new):
+            if not self._allowed[self.state] & (1 << new):
                 implied_abort = self.in_transaction
                 if not self._trans_ok(S.HELO, new):
                     self.state = S.HELO
@@ -249,11 +265,10 @@ class Session:
                 if implied_abort:
                     self._pending.append(command)
                     return cmd.Abort()
-                return self._take(command)
-            return self._take(cmd.parse_command(code, payload))
+                return self._take(command, code)
+            return self._take(PARSERS[code](payload), code)
 
-    def _take(self, command: cmd.Command) -> cmd.Command:
-        code = _code_of(command)
+    def _take(self, command: cmd.Command, code: int) -> cmd.Command:
         new = COMMAND_STATE[code]
         clear = CLEARS_MACROS_AFTER.get(code)
         if clear is not None:
@@ -286,6 +301,8 @@ class Session:
         self._awaiting = None
         self.agreement = agreement
         self._allowed = allowed_next(agreement.app_protocol)
+        self._noreply, self._waits = reply_tables(agreement.app_protocol, agreement.mta_protocol)
+        self._skip_ok = bool(agreement.mta_protocol & C.SMFIP_SKIP)
         return agreement.reply().encode()
 
     def refuse(self) -> None:
@@ -325,13 +342,9 @@ class Session:
         state = self._awaiting
         if state is None:
             raise UsageError("no command waits for a reply")
-        nr = NR_BIT.get(state)
-        if honour_nr and nr and self.agreement is not None and self.agreement.no_reply(nr):
+        if honour_nr and self._noreply[state]:
             return C.SMFIS_NOREPLY
-        if result == C.SMFIS_SKIP and not (
-            state == S.BODY and self.agreement is not None
-            and self.agreement.mta_protocol & C.SMFIP_SKIP
-        ):
+        if result == C.SMFIS_SKIP and not (state == S.BODY and self._skip_ok):
             return C.SMFIS_CONTINUE
         return result
 
@@ -343,18 +356,23 @@ class Session:
         forwards ``result`` even where the application promised no reply; use
         it only when the MTA reads a reply (``expects_reply()``).
         """
-        if result not in _VALID_RESULTS:
-            raise UsageError(f"invalid callback result {result!r}")
         state = self._awaiting
         if state is None:
             raise UsageError("no command waits for a reply")
-        result = self.effective_result(result, honour_nr)
+        if result not in _VALID_RESULTS:
+            raise UsageError(f"invalid callback result {result!r}")
+        if honour_nr and self._noreply[state]:
+            result = C.SMFIS_NOREPLY
+        elif result == C.SMFIS_SKIP and not (state == S.BODY and self._skip_ok):
+            result = C.SMFIS_CONTINUE
         self._awaiting = None
         self._in_eom = False
+        if result == C.SMFIS_CONTINUE:
+            return _CONTINUE
         if result == C.SMFIS_NOREPLY:
             # Emulated NR, or NOREPLY where none was negotiated: the MTA waits,
             # so CONTINUE keeps it going (libmilter would leave it hanging).
-            return _CONTINUE if self.expects_reply_for(state) else b""
+            return _CONTINUE if self._waits[state] else b""
         ends_transaction = result in (C.SMFIS_REJECT, C.SMFIS_TEMPFAIL, C.SMFIS_DISCARD) \
             and state not in KEEP_STATE_ON_ERROR
         if result == C.SMFIS_ACCEPT or ends_transaction:
@@ -370,9 +388,7 @@ class Session:
 
     def expects_reply_for(self, state: State) -> bool:
         """Does the MTA read a reply after a command that moved to ``state``?"""
-        nr = NR_BIT.get(state)
-        agreement = self.agreement
-        return not (nr and agreement is not None and not agreement.mta_waits(nr))
+        return self._waits[state]
 
     # --- end of message edits -------------------------------------------------------
 
@@ -417,5 +433,3 @@ _CODE_OF: Final[dict[type, int]] = {
 }
 
 
-def _code_of(command: cmd.Command) -> int:
-    return _CODE_OF[type(command)]
