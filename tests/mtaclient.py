@@ -104,9 +104,10 @@ class MtaClient:
                 headers: Iterable[tuple[bytes, bytes]] = ((b"Subject", b"hello"),),
                 body: bytes = b"Hi Bob.\r\n") -> tuple[list[R.Reply], R.Reply]:
         """A whole transaction, asserting CONTINUE up to EOM; returns EOM's packets."""
-        for command in (cmd.Mail((sender,)), *(cmd.Rcpt((r,)) for r in rcpts), cmd.Data(),
-                        *(cmd.Header(n, v) for n, v in headers), cmd.EndOfHeaders(),
-                        cmd.Body(body)):
+        commands: list[cmd.Command] = [
+            cmd.Mail((sender,)), *(cmd.Rcpt((r,)) for r in rcpts), cmd.Data(),
+            *(cmd.Header(n, v) for n, v in headers), cmd.EndOfHeaders(), cmd.Body(body)]
+        for command in commands:
             reply = self.command(command)
             assert reply == R.CONTINUE, (command, reply)
         self.send(cmd.EndOfMessage())

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from milters import compat_milter
+from milters.compat_milter import CompatMilter
 
 import Milter
 from Milter import lowlevel as L
 from Milter import test as milter_test
 from Milter import testctx
 from Milter.protocol import replies as R
-from tests.milters import compat_milter
-from tests.milters.compat_milter import CompatMilter
 
 from .helpers import UseFactory
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
+from milters.compat_milter import CompatMilter
 
 import Milter
 from Milter import lowlevel as L
@@ -25,7 +26,6 @@ from Milter.context import Context
 from Milter.protocol import commands as cmd
 from Milter.protocol import constants as C
 from Milter.protocol import replies as R
-from tests.milters.compat_milter import CompatMilter
 
 from .helpers import PROPERTY, commands, decode_replies, encode_all, inet, split_points
 
