@@ -16,23 +16,10 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 . scripts/lib.sh
 
-apt_install postfix libmilter-dev gcc libc6-dev iproute2 procps tcpdump
+apt_install postfix iproute2 procps tcpdump
 ensure_sendmail
 ensure_venv "$ROOT/.venv" ".[test]"
-
-# pymilter, compiled against the real libmilter, in its own virtualenv: there
-# `import Milter` is pymilter.
-PYM=$ROOT/.venv-pymilter
-if ! (cd / && "$PYM/bin/python" -c 'import milter, Milter' 2>/dev/null); then
-    ensure_python
-    # pymilter is a C extension: it needs Python.h (and gcc, libmilter-dev above).
-    python3 -c 'import os, sysconfig; os.stat(sysconfig.get_paths()["include"] + "/Python.h")' \
-        2>/dev/null || apt_install python3-dev
-    log "creating virtualenv $PYM (pymilter)"
-    python3 -m venv "$PYM"
-    "$PYM/bin/pip" install -q --upgrade pip
-    "$PYM/bin/pip" install -q pymilter
-fi
+ensure_pymilter
 
 export BMS_SENDMAIL_ROOT=$SENDMAIL_ROOT
 mkdir -p "$ROOT/bench/results"

@@ -53,6 +53,22 @@ ensure_venv() {
     echo "$stamp" > "$dir/.stamp"
 }
 
+PYMILTER_VENV=$ROOT/.venv-pymilter
+ensure_pymilter() {
+    # pymilter, compiled against the real libmilter, in a virtualenv of its own
+    # ($PYMILTER_VENV; there `import Milter` is pymilter): the reference that the
+    # comparison tests and the benchmark measure Milter against.
+    (cd / && "$PYMILTER_VENV/bin/python" -c 'import milter, Milter' 2>/dev/null) && return 0
+    apt_install libmilter-dev gcc libc6-dev
+    ensure_python
+    python3 -c 'import os, sysconfig; os.stat(sysconfig.get_paths()["include"] + "/Python.h")' \
+        2>/dev/null || apt_install python3-dev
+    log "creating virtualenv $PYMILTER_VENV (pymilter)"
+    python3 -m venv "$PYMILTER_VENV"
+    "$PYMILTER_VENV/bin/pip" install -q --upgrade pip
+    "$PYMILTER_VENV/bin/pip" install -q "pymilter==1.0.5"
+}
+
 SENDMAIL_ROOT=$CACHE/sendmail
 ensure_sendmail() {
     # Sendmail conflicts with the postfix package, so it is unpacked, not installed.
