@@ -17,52 +17,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from pathlib import Path
 
 import Milter
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from milters import shapes
 
-class NoOp(Milter.Base):
-    def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
-        return Milter.CONTINUE
-
-    def hello(self, hostname: str) -> int:
-        return Milter.CONTINUE
-
-    def envfrom(self, f: str, *params: str) -> int:
-        return Milter.CONTINUE
-
-    def envrcpt(self, to: str, *params: str) -> int:
-        return Milter.CONTINUE
-
-    def data(self) -> int:
-        return Milter.CONTINUE
-
-    def header(self, field: str, value: str) -> int:
-        return Milter.CONTINUE
-
-    def eoh(self) -> int:
-        return Milter.CONTINUE
-
-    def body(self, blk: bytes) -> int:
-        return Milter.CONTINUE
-
-    def eom(self) -> int:
-        return Milter.CONTINUE
-
-    def abort(self) -> int:
-        return Milter.CONTINUE
-
-    def close(self) -> int:
-        return Milter.CONTINUE
-
-
-class EomOnly(Milter.Base):
-    """Only ``eom`` overridden: the framework negotiates every other stage away
-    (``SMFIP_NO*``), as a milter that looks at the finished message does."""
-
-    def eom(self) -> int:
-        return Milter.CONTINUE
+# The shapes are shared with the tests (tests/milters/shapes.py).
+NoOp = shapes.noop()
+EomOnly = shapes.eom_only()
 
 
 def framework() -> str:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from milters import shapes
 
 import Milter
 from Milter import lowlevel as L
@@ -299,35 +300,7 @@ def test_trace_d_nr_emulation_for_postfix_v2(use_factory: UseFactory, noreply_is
     header, eoh and every body; the @noreply methods return NOREPLY (7)."""
     returned: list[tuple[str, int]] = []
 
-    class Template(Milter.Base):
-        @Milter.noreply
-        def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
-            return Milter.CONTINUE
-
-        def hello(self, hostname: str) -> int:
-            return Milter.CONTINUE
-
-        def envfrom(self, f: str, *params: str) -> int:
-            return Milter.CONTINUE
-
-        @Milter.noreply
-        def envrcpt(self, to: str, *params: str) -> int:
-            return Milter.CONTINUE
-
-        @Milter.noreply
-        def header(self, field: str, value: str) -> int:
-            return Milter.CONTINUE
-
-        @Milter.noreply
-        def eoh(self) -> int:
-            return Milter.CONTINUE
-
-        @Milter.noreply
-        def body(self, blk: bytes) -> int:
-            return Milter.CONTINUE
-
-        def eom(self) -> int:
-            return Milter.CONTINUE
+    Template = shapes.template()
 
     glue = Milter.glue_callbacks()
 

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from milters import shapes
 
 import Milter
 from Milter.protocol import commands as cmd
@@ -24,76 +25,8 @@ NO_BITS = 0x37F  # every P_NO* bit
 
 def _classes() -> dict[str, type[Milter.Base]]:
     """Fresh classes each call: protocol_mask() caches on the class."""
-
-    class EomOnly(Milter.Base):
-        def eom(self) -> int:
-            return Milter.CONTINUE
-
-    class Template(Milter.Base):
-        """The callback shape of pymilter's template.myMilter."""
-
-        @Milter.noreply
-        def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
-            return Milter.CONTINUE
-
-        def hello(self, hostname: str) -> int:
-            return Milter.CONTINUE
-
-        def envfrom(self, f: str, *params: str) -> int:
-            return Milter.CONTINUE
-
-        @Milter.noreply
-        def envrcpt(self, to: str, *params: str) -> int:
-            return Milter.CONTINUE
-
-        @Milter.noreply
-        def header(self, field: str, value: str) -> int:
-            return Milter.CONTINUE
-
-        @Milter.noreply
-        def eoh(self) -> int:
-            return Milter.CONTINUE
-
-        @Milter.noreply
-        def body(self, blk: bytes) -> int:
-            return Milter.CONTINUE
-
-        def eom(self) -> int:
-            return Milter.CONTINUE
-
-    class Sample(Milter.Base):
-        """The callback shape of pymilter's sample.sampleMilter."""
-
-        @Milter.noreply
-        def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
-            return Milter.CONTINUE
-
-        @Milter.noreply
-        def hello(self, hostname: str) -> int:
-            return Milter.CONTINUE
-
-        @Milter.symlist("{auth_authen}")
-        @Milter.noreply
-        def envfrom(self, f: str, *params: str) -> int:
-            return Milter.CONTINUE
-
-        def envrcpt(self, to: str, *params: str) -> int:
-            return Milter.CONTINUE
-
-        @Milter.decode("bytes")
-        def header(self, field: str, value: bytes) -> int:  # type: ignore[override]
-            return Milter.CONTINUE
-
-        def eoh(self) -> int:
-            return Milter.CONTINUE
-
-        def body(self, blk: bytes) -> int:
-            return Milter.CONTINUE
-
-        def eom(self) -> int:
-            return Milter.CONTINUE
-
-    return {"eom-only": EomOnly, "template": Template, "sample": Sample}
+    return {"eom-only": shapes.eom_only(), "template": shapes.template(),
+            "sample": shapes.sample()}
 
 
 # (class, protocol_mask, requested protocol when the MTA offers 0x1FFFFF) — §6.1.
