@@ -48,12 +48,12 @@ class LoggingMilter(Milter.Base):
 
     def envfrom(self, f: str, *params: str) -> int:
         self.recipients = []
-        log.info("mail from %s %s", _escape(f), _escape(" ".join(params)))
+        log.info("mail from %s", _escape(" ".join((f, *params))))
         return Milter.CONTINUE
 
     def envrcpt(self, to: str, *params: str) -> int:
         self.recipients.append(to)
-        log.info("rcpt to %s %s", _escape(to), _escape(" ".join(params)))
+        log.info("rcpt to %s", _escape(" ".join((to, *params))))
         return Milter.CONTINUE
 
     def eom(self) -> int:
