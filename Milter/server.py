@@ -140,6 +140,8 @@ class MilterServer:
         umask: int | None = None,
         socket_mode: int | None = None,
         drain_seconds: float = DEFAULT_DRAIN_SECONDS,
+        on_reload: Callable[[], object] | None = None,
+        on_reopen: Callable[[], object] | None = None,
     ) -> None:
         self.spec = parse_socket_spec(spec)
         self.make_context = make_context
@@ -149,6 +151,10 @@ class MilterServer:
         self.umask = umask
         self.socket_mode = socket_mode
         self.drain_seconds = drain_seconds
+        # SIGHUP: on_reload() when given, else stop (libmilter's meaning);
+        # SIGUSR1: on_reopen() (reopen log files).
+        self.on_reload = on_reload
+        self.on_reopen = on_reopen
         self.listener: socket.socket | None = None
         self._stopping = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
@@ -256,8 +262,27 @@ class MilterServer:
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, lambda _s, _f: self.stop())
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self._children and signum in (signal.SIGHUP, signal.SIGUSR1):
+            for pid in list(self._children):  # workers reload / reopen themselves
+                try:
+                    os.kill(pid, signum)
+                except ProcessLookupError:
+                    pass
+            if signum == signal.SIGUSR1 and self.on_reopen is not None:
+                self.on_reopen()
+            return
+        if signum == signal.SIGHUP and self.on_reload is not None:
+            # Not in the signal handler itself: reloading takes locks and does I/O.
+            threading.Thread(target=self.on_reload, name="reload", daemon=True).start()
+        elif signum == signal.SIGUSR1:
+            if self.on_reopen is not None:
+                self.on_reopen()
+        else:
+            self.stop()
 
     def serve_forever(self, handle_signals: bool = True) -> None:
         self.open()
@@ -415,8 +440,8 @@ class MilterServer:
                 self._children_mode = True
                 self._children.clear()
                 connid.set_prefix(f"{index}.")
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                    signal.signal(sig, lambda _s, _f: self.stop())
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+                    signal.signal(sig, self._on_signal)
                 self._serve_until_stopped()
             except BaseException:
                 log.exception("worker %d failed", index)

@@ -1,0 +1,72 @@
+"""Logging for admins: ``milter.log`` lines like
+
+    2026Nov24 12:01:04 [12430] REJECT: zombie PC at 192.0.2.7 sending MAIL FROM a@b.example
+
+The connection id comes from :mod:`Milter.connid` through a filter; every
+text that came from the network goes through :func:`escape`, so a hostile
+HELO, header or DNS answer cannot start a line of its own or paint the
+terminal.  The file handler reopens the file when logrotate moved it.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import re
+import sys
+from typing import Final
+
+from . import connid
+
+LOG_FORMAT: Final = "%(asctime)s [%(connid)s] %(message)s"
+DATE_FORMAT: Final = "%Y%b%d %H:%M:%S"
+LOG_FILE: Final = "milter.log"
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\u0080-\u009f\u2028\u2029\ud800-\udfff]")
+
+
+def escape(text: object, limit: int = 500) -> str:
+    """One-line, printable form of untrusted text (longer than ``limit``: cut, marked)."""
+    s = text if isinstance(text, str) else str(text)
+    if _UNSAFE.search(s):
+        s = _UNSAFE.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace")
+                        .decode("ascii"), s)
+    if len(s) > limit:
+        s = s[:limit] + f"...({len(s) - limit} more)"
+    return s
+
+
+def setup_logging(logdir: str | None, level: int = logging.INFO) -> logging.Handler:
+    """Send every log record to ``logdir/milter.log`` (stderr when ``logdir``
+    is None), in the bms format.  Returns the handler."""
+    handler: logging.Handler
+    if logdir:
+        os.makedirs(logdir, exist_ok=True)
+        handler = logging.handlers.WatchedFileHandler(os.path.join(logdir, LOG_FILE))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, DATE_FORMAT))
+    handler.addFilter(connid.ConnectionIdFilter())
+    setattr(handler, "bms_handler", True)  # noqa: B010 - a marker on a stdlib object
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        if getattr(old, "bms_handler", False):  # replace ours, leave others alone
+            root.removeHandler(old)
+            old.close()
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler
+
+
+def reopen_logs() -> None:
+    """Reopen log files (SIGUSR1, after a logrotate that moved them)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.acquire()
+            try:
+                if handler.stream:
+                    handler.stream.close()
+                handler.stream = handler._open()
+            finally:
+                handler.release()

@@ -1,0 +1,102 @@
+"""The embedded state store: SQLite in WAL mode, safe for several worker
+processes (SQLite's file locking) and threads (one connection per thread)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+from ..policy.address import domain_parents
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS bans (
+    kind TEXT NOT NULL,          -- 'ip' or 'domain'
+    key TEXT NOT NULL,           -- the IP text, or a domain / '*.suffix'
+    until REAL NOT NULL,         -- expiry, seconds since the epoch
+    reason TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (kind, key)
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        parent = os.path.dirname(self.path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        self._local = threading.local()
+        with self._db() as db:
+            db.executescript(_SCHEMA)
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # --- bans -----------------------------------------------------------------------
+
+    def _ban(self, kind: str, key: str, until: float, reason: str) -> None:
+        self._db().execute(
+            "INSERT INTO bans(kind, key, until, reason) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(kind, key) DO UPDATE SET until = max(until, excluded.until), "
+            "reason = excluded.reason", (kind, key, until, reason))
+
+    def ban_ip(self, ip: str, until: float, reason: str) -> None:
+        self._ban("ip", ip, until, reason)
+
+    def ip_banned(self, ip: str, now: float) -> bool:
+        row = self._db().execute("SELECT 1 FROM bans WHERE kind = 'ip' AND key = ? AND until > ?",
+                                 (ip, now)).fetchone()
+        return row is not None
+
+    def ban_domain(self, domain: str, until: float, reason: str) -> None:
+        self._ban("domain", domain.lower(), until, reason)
+
+    def domain_banned(self, domain: str, now: float) -> bool:
+        """``x.y`` bans exactly x.y; ``*.x.y`` bans every name below x.y."""
+        d = domain.lower()
+        keys = [d] + [f"*.{parent}" for parent in domain_parents(d)[1:]]
+        marks = ",".join("?" * len(keys))
+        row = self._db().execute(
+            f"SELECT 1 FROM bans WHERE kind = 'domain' AND key IN ({marks}) AND until > ?",
+            (*keys, now)).fetchone()
+        return row is not None
+
+    def purge(self, now: float) -> int:
+        """Delete expired bans; the number removed."""
+        return self._db().execute("DELETE FROM bans WHERE until <= ?", (now,)).rowcount
+
+    # --- counters ---------------------------------------------------------------------
+
+    def reserve(self, name: str, count: int) -> int:
+        """Reserve ``count`` consecutive numbers of counter ``name``; the first.
+        Numbers are never handed out twice, across processes and restarts."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+            first = int(row[0]) if row else 1
+            db.execute("INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) "
+                       "DO UPDATE SET value = excluded.value", (name, first + count))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return first
