@@ -1,0 +1,351 @@
+"""The bms policy pipeline for one SMTP connection, stage by stage (SPEC §4).
+
+:class:`SmtpSession` receives the events of a connection (connect, HELO,
+MAIL, RCPT, DATA, headers, end of message) and answers each with a
+:class:`~Milter.policy.decision.Decision`; at end of message it also returns
+the header edits to make.  It logs one line per decision, with the reason
+tag.  It knows nothing of the milter API: ``bms.py`` maps callbacks onto it,
+and the tests drive it directly with fakes.
+
+Delayed rejects (SPEC §4a): a decision with ``delay=True`` is answered at
+DATA (at the latest at end of message), so every recipient still gets
+logged.  One made at connect or HELO (banned IP, absurd PTR) belongs to the
+connection: a second MAIL FROM cannot clear it; only SMTP AUTH cancels it.
+One made at MAIL or RCPT belongs to the message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..interfaces import Access, BanStore, Clock, Resolver
+from ..log import escape
+from . import checks
+from .address import Address, parse_address
+from .checks import CheckSettings
+from .connection import Connection, ConnectionSettings, classify
+from .decision import CONTINUE, Action, Decision
+from .reputation import Demerits, ReputationSettings
+
+log = logging.getLogger("bms")
+
+Macro = Callable[[str], "str | None"]
+
+
+# --- what the SPF and CBV steps give the pipeline ------------------------------------
+
+@dataclass(frozen=True)
+class CbvRequest:
+    """A call-back verification (``template`` None) or a templated DSN to send
+    at end of message, to ``target`` (the MAIL FROM, or postmaster@HELO)."""
+
+    target: Address
+    template: str | None
+    result: str  # the SPF result that asked for it (DSN template variable)
+
+
+@dataclass(frozen=True)
+class SpfResult:
+    decision: Decision
+    received_spf: str | None = None  # value of our Received-SPF header
+    authres: tuple[str, ...] = ()  # Authentication-Results items ("spf=pass smtp.mailfrom=…")
+    cbv: CbvRequest | None = None
+    whitelist: bool = False
+    blacklist: bool = False
+    ban: bool = False  # BAN: +3 demerits
+    result: str = ""  # the official result, for the DSN variables
+
+
+class SpfStep(Protocol):
+    def __call__(self, conn: Connection, helo: str, sender: Address) -> SpfResult: ...
+
+
+class CbvStep(Protocol):
+    def __call__(self, request: CbvRequest, variables: Mapping[str, str]) -> Decision: ...
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    connection: ConnectionSettings = field(default_factory=ConnectionSettings)
+    checks: CheckSettings = field(default_factory=CheckSettings)
+    reputation: ReputationSettings = field(default_factory=ReputationSettings)
+    dry_run: bool = False
+    log_headers: bool = False
+
+
+@dataclass(frozen=True)
+class Services:
+    """The outside world, wired in bms.py."""
+
+    access: Access
+    store: BanStore
+    clock: Clock
+    resolver: Resolver | None = None
+    spf: SpfStep | None = None
+    cbv: CbvStep | None = None
+    is_dynamic: Callable[[str, str], bool] | None = None
+
+
+@dataclass(frozen=True)
+class HeaderEdit:
+    """``index`` 0 with ``insert``: at the top; a ``delete`` removes occurrence
+    ``index`` (1-based) of ``name``."""
+
+    op: str  # "insert" or "delete"
+    name: str
+    value: str = ""
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class EomResult:
+    decision: Decision
+    edits: tuple[HeaderEdit, ...] = ()
+
+
+# Demerits per offence (the original's weights).
+DEMERITS = {"spam from self": 4, "BAN": 3, "unknown user": 1, "policy": 1,
+            "HELO in transaction": 2}
+
+
+class SmtpSession:
+    """Policy state for one SMTP connection; one object per milter connection."""
+
+    def __init__(self, settings: PolicySettings, services: Services) -> None:
+        self.settings = settings
+        self.services = services
+        self.conn: Connection | None = None
+        self.demerits: Demerits | None = None
+        self.helo_name: str | None = None
+        self.conn_pending: Decision | None = None  # delayed reject of the connection
+        self._reset_message()
+
+    def _reset_message(self) -> None:
+        self.sender: Address | None = None
+        self.auth_user: str | None = None
+        self.recipients: list[Address] = []
+        self.msg_pending: Decision | None = None
+        self.spf: SpfResult | None = None
+        self.whitelist = False
+        self.subject = ""
+        self.header_counts: dict[str, int] = {}
+        self.forged: list[tuple[str, int]] = []
+        self.in_transaction = False
+
+    # --- answering -------------------------------------------------------------------
+
+    def _apply(self, d: Decision, delayable: bool = False) -> Decision:
+        """Log and return the answer for ``d``, or remember it when it may wait."""
+        if not d.final:
+            return CONTINUE
+        if d.delay and delayable:
+            if self.conn is not None and self.sender is None:
+                self.conn_pending = self.conn_pending or d
+            else:
+                self.msg_pending = self.msg_pending or d
+            return CONTINUE
+        return self._answer(d)
+
+    def _answer(self, d: Decision) -> Decision:
+        verb = d.action.value
+        text = escape(d.log or d.tag)
+        if self.settings.dry_run and d.action in (Action.REJECT, Action.TEMPFAIL,
+                                                   Action.DISCARD):
+            log.info("DRYRUN %s: %s", verb, text)
+            return CONTINUE
+        log.info("%s: %s", verb, text)
+        return d
+
+    def _offense(self, kind: str, reason: str) -> None:
+        if self.demerits is not None:
+            self.demerits.add(DEMERITS.get(kind, 1), reason)
+
+    def _pending(self) -> Decision | None:
+        return self.conn_pending or self.msg_pending
+
+    # --- events ----------------------------------------------------------------------
+
+    def connect(self, hostname: str, family: int, hostaddr: object, macro: Macro) -> Decision:
+        sv = self.services
+        receiver = (macro("j") or "localhost").strip()
+        conn = classify(self.settings.connection, hostname, family, hostaddr, receiver,
+                        macro("{daemon_port}"), sv.resolver, sv.is_dynamic)
+        self.conn = conn
+        self.demerits = Demerits(self.settings.reputation, sv.store, sv.clock, conn)
+        where = f"({conn.ip}, {conn.port})" if conn.ip else "local"
+        log.info("connect from %s at %s %s", escape(conn.hostname), where, conn.describe())
+        banned = conn.ip is not None and sv.store.ip_banned(conn.ip, sv.clock.now())
+        for d in (checks.check_banned_ip(conn, banned), checks.check_ptr(conn)):
+            if d.final:
+                return self._apply(d, delayable=True)
+        return CONTINUE
+
+    def helo(self, name: str) -> Decision:
+        conn = self._conn()
+        log.info("hello from %s", escape(name))
+        if self.in_transaction:
+            self._offense("HELO in transaction", "HELO after MAIL FROM")
+        self.helo_name = name
+        d = checks.check_helo(conn, self.settings.checks, name)
+        if d.tag == "spam from self":
+            self._offense("spam from self", "HELO with our name")
+        return self._apply(d)
+
+    def mail(self, sender_raw: str, params: Sequence[str], macro: Macro) -> Decision:
+        conn = self._conn()
+        self._reset_message()
+        self.in_transaction = True
+        sender = parse_address(sender_raw)
+        self.sender = sender
+        log.info("mail from %s", escape(" ".join((sender_raw, *params))))
+        internal = conn.internal
+        auth_policy = None
+        user = macro("{auth_authen}")
+        if user:
+            self.auth_user = user
+            internal = True
+            log.info("SMTP AUTH: %s", escape(user))
+            auth = checks.check_smtp_auth(conn, self.services.access, user, sender)
+            if auth.decision.final:
+                return self._apply(auth.decision)
+            auth_policy = auth.policy
+            self.whitelist = auth.whitelist
+            if self.conn_pending is not None:
+                log.info("REJECT CANCELED: %s (SMTP AUTH %s)",
+                         escape(self.conn_pending.log), escape(user))
+                self.conn_pending = None
+        st = self.settings.checks
+        if internal and auth_policy is None:
+            d = checks.check_zombie(conn, st, sender)
+            if d.final:
+                return self._apply(d)
+        if internal:
+            d = checks.check_internal_mta(conn, st, sender)
+            if d.final:
+                return self._apply(d)
+        d = checks.check_missing_helo(self.helo_name)
+        if d.final:
+            return self._apply(d)
+        if sender.qualified and self.services.store.domain_banned(sender.domain,
+                                                                   self.services.clock.now()):
+            return self._apply(Decision.reject(
+                "banned domain", f"Mail from {sender.domain} is not accepted here.",
+                log=f"banned domain {sender.domain}", delay=True), delayable=True)
+        if (not internal and not conn.trusted and conn.ip is not None
+                and self.services.spf is not None):
+            return self._spf(conn, sender)
+        return CONTINUE
+
+    def _spf(self, conn: Connection, sender: Address) -> Decision:
+        assert self.services.spf is not None
+        result = self.services.spf(conn, self.helo_name or "", sender)
+        self.spf = result
+        if result.whitelist:
+            self.whitelist = True
+        if result.ban:
+            self._offense("BAN", f"BAN policy for {sender}")
+        elif result.decision.action is Action.REJECT:
+            self._offense("policy", result.decision.tag)
+        return self._apply(result.decision, delayable=True)
+
+    def rcpt(self, rcpt_raw: str, params: Sequence[str]) -> Decision:
+        conn = self._conn()
+        rcpt = parse_address(rcpt_raw)
+        log.info("rcpt to %s", escape(" ".join((rcpt_raw, *params))))
+        d = checks.check_recipient(conn, self.settings.checks, rcpt)
+        if d.final:
+            if d.tag == "unknown user":
+                self._offense("unknown user", f"unknown user {rcpt}")
+            return self._apply(d)
+        self.recipients.append(rcpt)
+        return CONTINUE
+
+    def data(self) -> Decision:
+        pending = self._pending()
+        return self._answer(pending) if pending is not None else CONTINUE
+
+    def header(self, name: str, value: str) -> Decision:
+        key = name.lower()
+        n = self.header_counts.get(key, 0) + 1
+        self.header_counts[key] = n
+        if self.settings.log_headers:
+            log.info("%s: %s", escape(name), escape(value))
+        if key == "subject" and not self.subject:
+            self.subject = value
+        elif key in ("received-spf", "authentication-results") and self._claims_us(key, value):
+            self.forged.append((name, n))
+        return CONTINUE
+
+    def _claims_us(self, key: str, value: str) -> bool:
+        receiver = self._conn().receiver.lower()
+        v = value.lower()
+        if key == "authentication-results":
+            authserv = v.split(";", 1)[0].strip().split()
+            return bool(authserv) and authserv[0] == receiver
+        return f"receiver={receiver}" in v.replace(" ", "")
+
+    def eom(self, macro: Macro) -> EomResult:
+        pending = self._pending()
+        if pending is not None:  # the MTA sent no DATA (protocol < 4): answer now
+            return EomResult(self._answer(pending))
+        spf = self.spf
+        if spf is not None and spf.cbv is not None and self.services.cbv is not None \
+                and not self.whitelist:
+            d = self.services.cbv(spf.cbv, self._dsn_variables(spf))
+            if d.final:
+                return EomResult(self._answer(d))
+        edits: list[HeaderEdit] = []
+        # Forged headers claiming our name go; delete from the last occurrence
+        # so the indexes of the earlier ones stay right.
+        for name, index in sorted(self.forged, key=lambda f: (f[0].lower(), -f[1])):
+            log.info("removing forged %s header #%d", escape(name), index)
+            edits.append(HeaderEdit("delete", name, index=index))
+        if spf is not None and spf.received_spf:
+            edits.append(HeaderEdit("insert", "Received-SPF", spf.received_spf))
+        authres = self._authres(spf)
+        if authres:
+            edits.append(HeaderEdit("insert", "Authentication-Results", authres))
+        queue_id = macro("i") or "-"
+        log.info("ACCEPT: %d recipient%s, queue id %s", len(self.recipients),
+                 "" if len(self.recipients) == 1 else "s", escape(queue_id))
+        self.in_transaction = False
+        return EomResult(CONTINUE, tuple(edits))
+
+    def abort(self) -> None:
+        self._reset_message()
+
+    # --- helpers -------------------------------------------------------------------
+
+    def _conn(self) -> Connection:
+        if self.conn is None:  # the MTA skipped CONNECT: an unknown local client
+            self.connect("localhost", 0, None, lambda _n: None)
+        assert self.conn is not None
+        return self.conn
+
+    def _authres(self, spf: SpfResult | None) -> str:
+        conn = self._conn()
+        items: list[str] = []
+        if conn.ip is not None and not conn.local:
+            iprev = "fail" if conn.ptr_missing else "pass"
+            items.append(f"iprev={iprev} policy.iprev={conn.ip}")
+        if self.auth_user:
+            items.append(f"auth=pass smtp.auth={self.auth_user}")
+        if spf is not None:
+            items.extend(spf.authres)
+        if not items:
+            return ""
+        return conn.receiver + ";\n\t" + ";\n\t".join(items)
+
+    def _dsn_variables(self, spf: SpfResult) -> dict[str, str]:
+        conn = self._conn()
+        sender = self.sender or parse_address("<>")
+        return {
+            "sender": sender.mailbox, "receiver": conn.receiver,
+            "sender_domain": sender.domain, "heloname": self.helo_name or "",
+            "connectip": conn.ip or "", "result": spf.result, "perm_error": "",
+            "rcpt": "\t".join(r.mailbox for r in self.recipients),
+            "subject": self.subject, "spf_result": spf.received_spf or "",
+        }
