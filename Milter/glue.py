@@ -1,0 +1,80 @@
+"""``BmsMilter``: pymilter callbacks mapped onto the policy pipeline.
+
+The class holds no policy: each callback hands its event to the connection's
+:class:`~Milter.policy.pipeline.SmtpSession` and turns the decision into a
+milter result (and reply text), and at end of message applies the header
+edits.  It lives in the package (not in bms.py) so that tests can import it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import Milter
+
+from .policy.decision import Action, Decision
+from .policy.pipeline import SmtpSession
+
+_RESULT = {
+    Action.CONTINUE: Milter.CONTINUE,
+    Action.ACCEPT: Milter.ACCEPT,
+    Action.REJECT: Milter.REJECT,
+    Action.TEMPFAIL: Milter.TEMPFAIL,
+    Action.DISCARD: Milter.DISCARD,
+}
+
+
+def _double_percent(text: str) -> str:
+    # setreply text is a printf format to sendmail: a lone % must be doubled.
+    return text.replace("%", "%%")
+
+
+class BmsMilter(Milter.Base):
+    """One object per MTA connection."""
+
+    def __init__(self, session: SmtpSession) -> None:
+        self.session = session
+
+    def _reply(self, d: Decision) -> int:
+        if d.action in (Action.REJECT, Action.TEMPFAIL) and d.code:
+            lines = [_double_percent(line) for line in d.lines] or [""]
+            self.setreply(d.code, d.xcode or None, *lines)
+        return _RESULT[d.action]
+
+    def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
+        return self._reply(self.session.connect(hostname, family, hostaddr, self.getsymval))
+
+    def hello(self, hostname: str) -> int:
+        return self._reply(self.session.helo(hostname))
+
+    def envfrom(self, f: str, *params: str) -> int:
+        return self._reply(self.session.mail(f, params, self.getsymval))
+
+    def envrcpt(self, to: str, *params: str) -> int:
+        return self._reply(self.session.rcpt(to, params))
+
+    def data(self) -> int:
+        return self._reply(self.session.data())
+
+    @Milter.noreply
+    def header(self, field: str, value: str) -> int:
+        self.session.header(field, value)
+        return Milter.CONTINUE
+
+    def eom(self) -> int:
+        result = self.session.eom(self.getsymval)
+        if result.decision.final:
+            return self._reply(result.decision)
+        for edit in result.edits:
+            if edit.op == "delete":
+                self.chgheader(edit.name, edit.index, "")
+            else:
+                self.addheader(edit.name, edit.value, edit.index)
+        return Milter.CONTINUE
+
+    def abort(self) -> int:
+        self.session.abort()
+        return Milter.CONTINUE
+
+    def close(self) -> int:
+        return Milter.CONTINUE
