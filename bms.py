@@ -1,71 +1,38 @@
 """bms: the policy milter daemon for sendmail and Postfix.
 
-This is the composition root.  Until the policy pipeline lands, the daemon
-runs a milter that logs each SMTP transaction and accepts it; everything
-around it (sockets, workers, logging, MTA configuration hints) is real.
+This is the composition root: it reads ``pymilter.cfg`` (``-c``, repeatable,
+later files override earlier ones), builds the policy (Milter.runtime), and
+serves it on the milter socket (Milter.server) with one
+:class:`Milter.glue.BmsMilter` per MTA connection.
+
+Signals: SIGTERM/SIGINT stop (running sessions finish, bounded); SIGHUP
+re-reads the configuration, access file and templates (a broken new
+configuration is refused with a log line and the old one stays); SIGUSR1
+reopens milter.log after logrotate.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import logging.handlers
 import os
 import sys
-from typing import Any
+import threading
+from collections.abc import Sequence
 
 import Milter
-from Milter import connid
-from Milter.server import SocketSpecError, parse_socket_spec
-
-DEFAULT_SOCKET = "inet:8894@127.0.0.1"
-DEFAULT_NAME = "pythonfilter"
-LOG_FORMAT = "%(asctime)s [%(connid)s] %(message)s"
-DATE_FORMAT = "%Y%b%d %H:%M:%S"
+from Milter import connid, lowlevel
+from Milter.config import DEFAULT_PATH, Config, ConfigError, load_config
+from Milter.glue import BmsMilter
+from Milter.log import reopen_logs, setup_logging
+from Milter.runtime import Runtime, RuntimeBuildError, build_runtime, describe
+from Milter.server import MilterServer, SocketSpecError, parse_socket_spec
+from Milter.state.sqlite import SqliteStore
 
 log = logging.getLogger("bms")
 
-
-def _escape(text: str) -> str:
-    """Untrusted text for one log line: no control characters, no line breaks."""
-    return text.encode("unicode_escape", "backslashreplace").decode("ascii") \
-        if any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in text) else text
-
-
-class LoggingMilter(Milter.Base):
-    """Logs every stage of a transaction and accepts the message."""
-
-    def __init__(self) -> None:
-        self.recipients: list[str] = []
-
-    def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
-        log.info("connect from %s at %s", _escape(hostname), hostaddr)
-        return Milter.CONTINUE
-
-    def hello(self, hostname: str) -> int:
-        log.info("hello from %s", _escape(hostname))
-        return Milter.CONTINUE
-
-    def envfrom(self, f: str, *params: str) -> int:
-        self.recipients = []
-        log.info("mail from %s", _escape(" ".join((f, *params))))
-        return Milter.CONTINUE
-
-    def envrcpt(self, to: str, *params: str) -> int:
-        self.recipients.append(to)
-        log.info("rcpt to %s", _escape(" ".join((to, *params))))
-        return Milter.CONTINUE
-
-    def eom(self) -> int:
-        queue_id = self.getsymval("i") or "-"
-        log.info("ACCEPT: queue id %s, %d recipients", _escape(queue_id), len(self.recipients))
-        return Milter.ACCEPT
-
-    def abort(self) -> int:
-        return Milter.CONTINUE
-
-    def close(self) -> int:
-        return Milter.CONTINUE
+EXCEPTION_POLICY = {"CONTINUE": Milter.CONTINUE, "REJECT": Milter.REJECT,
+                    "TEMPFAIL": Milter.TEMPFAIL}
 
 
 def mta_config_lines(socket_spec: str, name: str) -> list[str]:
@@ -88,56 +55,137 @@ def mta_config_lines(socket_spec: str, name: str) -> list[str]:
     ]
 
 
-def setup_logging(logdir: str | None) -> None:
-    handler: logging.Handler
-    if logdir:
-        os.makedirs(logdir, exist_ok=True)
-        handler = logging.handlers.WatchedFileHandler(os.path.join(logdir, "milter.log"))
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, DATE_FORMAT))
-    handler.addFilter(connid.ConnectionIdFilter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
+class Daemon:
+    """Holds the current :class:`Runtime` and replaces it on reload."""
+
+    def __init__(self, paths: Sequence[str], config: Config, runtime: Runtime) -> None:
+        self.paths = tuple(paths)
+        self.config = config
+        self.runtime = runtime
+        self._lock = threading.Lock()
+
+    def make_milter(self) -> BmsMilter:
+        return BmsMilter(self.runtime.session())
+
+    def allocate_ids(self, count: int) -> int:
+        return self.runtime.store.reserve("connid", count)
+
+    def reload(self) -> bool:
+        """Re-read config, access file and templates; keep the old ones on error."""
+        with self._lock:
+            try:
+                config = load_config(self.paths)
+                runtime = build_runtime(config, store=self._store_for(config))
+            except (ConfigError, RuntimeBuildError) as exc:
+                log.error("RELOAD REFUSED: %s; keeping the configuration loaded before", exc)
+                return False
+            for section, option in STARTUP_ONLY:
+                if config.get(section, option) != self.config.get(section, option):
+                    log.warning("reload: [%s] %s changed; it takes effect at restart",
+                                section, option)
+            for warning in config.warnings:
+                log.warning("config: %s", warning)
+            self.config, self.runtime = config, runtime
+            runtime.access.reload()
+            log.info("RELOAD: %s", ", ".join(f"{k} {v}" for k, v in describe(runtime).items()))
+            return True
+
+    def _store_for(self, config: Config) -> SqliteStore | None:
+        """The open store, unless the new config names another one."""
+        old = self.runtime
+        same = (config.get("state", "backend") == old.config.get("state", "backend")
+                and config.get("milter", "datadir") == old.config.get("milter", "datadir"))
+        return old.store if same else None
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bms", description=__doc__.splitlines()[0])
-    p.add_argument("--socket", default=DEFAULT_SOCKET,
-                   help=f"milter socket (libmilter syntax; default {DEFAULT_SOCKET})")
-    p.add_argument("--name", default=DEFAULT_NAME, help="milter name in the MTA configuration")
-    p.add_argument("--logdir", default=None, help="write milter.log here (default: stderr)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--timeout", type=float, default=600, help="seconds to wait for the MTA")
-    p.add_argument("--foreground", action="store_true", help="do not detach (the only mode yet)")
+# Options read once at startup: the socket is open, the workers forked.
+STARTUP_ONLY = (("milter", "socket"), ("milter", "name"), ("milter", "workers"),
+                ("milter", "logdir"), ("milter", "umask"), ("milter", "timeout"))
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bms", description=(__doc__ or "").splitlines()[0])
+    p.add_argument("-c", "--config", action="append", metavar="PATH",
+                   help=f"configuration file (default {DEFAULT_PATH}); repeat to layer "
+                        "files, later ones override earlier ones")
+    p.add_argument("--check-config", action="store_true",
+                   help="validate the configuration (and access file, templates) and exit")
+    p.add_argument("--foreground", action="store_true",
+                   help="stay in the foreground (bms never detaches; the init script "
+                        "or systemd runs it in the background)")
     p.add_argument("--print-mta-config", action="store_true",
-                   help="print the sendmail and Postfix lines for this socket and exit")
+                   help="print the sendmail and Postfix lines for the socket and exit")
+    p.add_argument("--socket", help="override [milter] socket (libmilter syntax)")
+    p.add_argument("--logdir", help="override [milter] logdir ('-' for stderr)")
+    p.add_argument("--workers", type=int, help="override [milter] workers")
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def fail(message: str, code: int = 2) -> int:
+    print(f"bms: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    paths = args.config or [DEFAULT_PATH]
     try:
-        lines = mta_config_lines(args.socket, args.name)
+        config = load_config(paths)
+    except ConfigError as exc:
+        return fail(str(exc), 1 if args.check_config else 2)
+    for warning in config.warnings:
+        print(f"bms: warning: {warning}", file=sys.stderr)
+    socket_spec = args.socket or str(config.get("milter", "socket"))
+    name = str(config.get("milter", "name"))
+    try:
+        lines = mta_config_lines(socket_spec, name)
     except SocketSpecError as exc:
-        print(f"bms: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc), 1 if args.check_config else 2)
     if args.print_mta_config:
         print("\n".join(lines))
         return 0
-    setup_logging(args.logdir)
-    log.info("bms starting on %s (%d worker%s)", args.socket, args.workers,
-             "" if args.workers == 1 else "s")
+    if args.check_config:
+        try:
+            build_runtime(config)
+        except RuntimeBuildError as exc:
+            return fail(str(exc), 1)
+        print(f"bms: configuration OK ({', '.join(config.files)})")
+        return 0
+
+    logdir = args.logdir or str(config.get("milter", "logdir") or
+                                config.get("milter", "datadir") or ".")
+    setup_logging(None if logdir == "-" else logdir)
+    for warning in config.warnings:
+        log.warning("config: %s", warning)
+    try:
+        runtime = build_runtime(config)
+    except RuntimeBuildError as exc:
+        log.error("cannot start: %s", exc)
+        return fail(str(exc))
+    daemon = Daemon(paths, config, runtime)
+    connid.set_allocator(daemon.allocate_ids)
+    workers = args.workers or int(config.get("milter", "workers"))
+    umask = config.get("milter", "umask")
+    reg = lowlevel.Registration(
+        name=name, callbacks=dict(Milter.glue_callbacks(daemon.make_milter)),
+        registered=True, conn=socket_spec, timeout=float(config.get("milter", "timeout")),
+        workers=workers, umask=None if umask is None else int(umask),
+        exception_policy=EXCEPTION_POLICY[str(config.get("milter", "untrapped_exception"))
+                                          .upper()])
+    server = MilterServer.from_registration(reg)
+    server.on_reload = daemon.reload
+    server.on_reopen = reopen_logs
+    log.info("bms starting on %s (%d worker%s), pid %d", socket_spec,
+             workers, "" if workers == 1 else "s", os.getpid())
+    log.info("%s", ", ".join(f"{k} {v}" for k, v in describe(runtime).items()))
     for line in lines:
         log.info("%s", line)
-    Milter.factory = LoggingMilter
-    Milter.setworkers(args.workers)
     try:
-        Milter.runmilter(args.name, args.socket, args.timeout)
-    except Milter.error as exc:
+        server.open()
+        server.serve_forever()
+    except OSError as exc:
         log.error("cannot run: %s", exc)
-        return 1
+        return fail(f"cannot listen on {socket_spec}: {exc}", 1)
     log.info("bms stopped")
     return 0
 

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Sets up a virtualenv in .venv and runs the bms daemon in the foreground on
-# the embedded default: milter socket inet:8894@127.0.0.1, logs in ./local/log.
-# Point an MTA at it with the lines it prints at startup; stop it with Ctrl-C.
-# Extra arguments go to bms, e.g. ./run.sh --socket unix:/tmp/bms.sock
+# the embedded default: the shipped pymilter.cfg (milter socket
+# inet:8894@127.0.0.1, the sample access file, SQLite state in ./local/lib,
+# logs in ./local/log/milter.log).  Point an MTA at it with the lines it logs
+# at startup; stop it with Ctrl-C, reload it with kill -HUP.
+# Extra arguments go to bms, e.g. ./run.sh -c my-overrides.cfg
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")" && pwd)
 cd "$ROOT"
 . scripts/lib.sh
 ensure_venv "$ROOT/.venv" ".[test]"
-mkdir -p local/log
 echo "bms: logging to $ROOT/local/log/milter.log" >&2
-exec .venv/bin/bms --foreground --logdir local/log "$@"
+exec .venv/bin/bms --foreground -c pymilter.cfg "$@"

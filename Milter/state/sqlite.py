@@ -22,6 +22,13 @@ CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS cache (
+    kind TEXT NOT NULL,          -- 'cbv', ...
+    key TEXT NOT NULL,
+    until REAL NOT NULL,         -- expiry, seconds since the epoch
+    value TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
+);
 """
 
 
@@ -32,16 +39,31 @@ class SqliteStore:
         if parent:
             os.makedirs(parent, exist_ok=True)
         self._local = threading.local()
-        with self._db() as db:
+        # A connection must not cross fork(): each process (and thread) opens
+        # its own; one inherited from the parent is set aside, never used or
+        # closed (closing it could disturb the parent's locks).
+        self._inherited: list[sqlite3.Connection] = []
+        db = self._connect()
+        try:
             db.executescript(_SCHEMA)
+        finally:
+            db.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is not None and self._local.pid != os.getpid():
+            self._inherited.append(db)
+            db = None
         if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            db = self._connect()
             self._local.db = db
+            self._local.pid = os.getpid()
         return db
 
     def close(self) -> None:
@@ -80,8 +102,23 @@ class SqliteStore:
         return row is not None
 
     def purge(self, now: float) -> int:
-        """Delete expired bans; the number removed."""
-        return self._db().execute("DELETE FROM bans WHERE until <= ?", (now,)).rowcount
+        """Delete expired bans and cache entries; the number removed."""
+        db = self._db()
+        return (db.execute("DELETE FROM bans WHERE until <= ?", (now,)).rowcount
+                + db.execute("DELETE FROM cache WHERE until <= ?", (now,)).rowcount)
+
+    # --- caches (CBV results, ...) ----------------------------------------------------
+
+    def cache_get(self, kind: str, key: str, now: float) -> str | None:
+        row = self._db().execute("SELECT value FROM cache WHERE kind = ? AND key = ? "
+                                 "AND until > ?", (kind, key, now)).fetchone()
+        return None if row is None else str(row[0])
+
+    def cache_put(self, kind: str, key: str, value: str, until: float) -> None:
+        self._db().execute(
+            "INSERT INTO cache(kind, key, until, value) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(kind, key) DO UPDATE SET until = excluded.until, "
+            "value = excluded.value", (kind, key, until, value))
 
     # --- counters ---------------------------------------------------------------------
 

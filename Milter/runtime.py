@@ -1,0 +1,249 @@
+"""Build the policy objects of the daemon from a loaded configuration.
+
+:func:`build_runtime` turns a :class:`~Milter.config.Config` into a
+:class:`Runtime`: the frozen policy settings plus the adapters to the outside
+world (access file, state store, DNS resolver, SPF and CBV steps).  bms.py
+keeps one Runtime current and swaps in a new one on SIGHUP; each MTA
+connection takes the Runtime current when it starts and keeps it to the end,
+so a reload never changes the rules in the middle of a transaction.
+
+Everything here may raise :class:`RuntimeBuildError` with a one-line message
+that names the config option at fault.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .access import AccessFile
+from .config import Config
+from .dns import DnsResolver, DnsSettings
+from .policy import dynip
+from .policy.cbv import CallbackVerifier, CbvSettings
+from .policy.checks import CheckSettings
+from .policy.connection import ConnectionSettings, IpList
+from .policy.decision import AccessValue
+from .policy.dsn import TemplateError, load_templates
+from .policy.pipeline import PolicySettings, Services, SmtpSession
+from .policy.reputation import ReputationSettings
+from .policy.spf import SpfPolicy, SpfSettings
+from .policy.spfquery import SpfResolver
+from .smtpclient import SmtplibTransport, SmtpTransport
+from .state.cbvcache import StoreCbvCache
+from .state.sqlite import SqliteStore
+
+log = logging.getLogger("bms")
+
+DEFAULT_STATE_FILE = "bms.sqlite"
+
+
+class RuntimeBuildError(Exception):
+    """The configuration loaded but cannot be put to work (one line)."""
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+
+@dataclass(frozen=True)
+class Runtime:
+    config: Config
+    settings: PolicySettings
+    services: Services
+    store: SqliteStore
+    access: AccessFile | NoAccess
+
+    def session(self) -> SmtpSession:
+        return SmtpSession(self.settings, self.services)
+
+
+def _words(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(w for w in value.replace(",", " ").split() if w)
+    if isinstance(value, Iterable):
+        return tuple(str(w).strip() for w in value if str(w).strip())
+    return (str(value),)
+
+
+def datadir_path(config: Config, path: str) -> str:
+    """A data file named in the config: absolute, or relative to datadir."""
+    datadir = str(config.get("milter", "datadir") or "")
+    return path if os.path.isabs(path) or not datadir else os.path.join(datadir, path)
+
+
+def address_sets(config: Config, entries: Iterable[str],
+                 option: str) -> dict[str, frozenset[str]]:
+    """The original's "addrset": ``user@domain`` entries grouped by domain
+    (local parts lowercased), and ``file:PATH`` entries whose file lists the
+    local parts of domain ``basename(PATH)``."""
+    sets: dict[str, set[str]] = {}
+    for entry in entries:
+        if entry.startswith("file:"):
+            path = datadir_path(config, entry[5:])
+            try:
+                text = Path(path).read_text(encoding="utf-8", errors="surrogateescape")
+            except OSError as exc:
+                raise RuntimeBuildError(
+                    f"[milter] {option}: cannot read {path}: {exc.strerror or exc}") from None
+            domain = os.path.basename(path).lower()
+            sets.setdefault(domain, set()).update(w.lower() for w in text.split())
+            continue
+        user, at, domain = entry.rpartition("@")
+        if not at:
+            raise RuntimeBuildError(
+                f"[milter] {option}: expected user@domain or file:PATH, got {entry!r}")
+        sets.setdefault(domain.lower(), set()).add(user.lower())
+    return {d: frozenset(u) for d, u in sets.items()}
+
+
+def policy_settings(config: Config) -> PolicySettings:
+    g = config.get
+    max_demerits = g("milter", "max_demerits")
+    return PolicySettings(
+        connection=ConnectionSettings(
+            internal_connect=IpList(_words(g("milter", "internal_connect"))),
+            trusted_relay=IpList(_words(g("milter", "trusted_relay")))),
+        checks=CheckSettings(
+            internal_domains=tuple(d.lower() for d in _words(g("milter", "internal_domains"))),
+            internal_mta=IpList(_words(g("milter", "internal_mta"))),
+            hello_blacklist=frozenset(h.lower() for h in _words(g("milter", "hello_blacklist"))),
+            private_relay=frozenset(d.lower() for d in _words(g("milter", "private_relay"))),
+            check_user=address_sets(config, _words(g("milter", "check_user")), "check_user")),
+        reputation=ReputationSettings(
+            max_demerits=None if max_demerits is None else int(max_demerits),
+            ban_days=float(g("milter", "ban_days"))),
+        dry_run=bool(g("milter", "dry_run")),
+        log_headers=bool(g("milter", "log_headers")),
+    )
+
+
+def dns_settings(config: Config) -> DnsSettings:
+    servers = _words(config.get("dns", "nameservers")) or system_nameservers()
+    try:
+        return DnsSettings(nameservers=servers, timeout=float(config.get("dns", "timeout")),
+                           lifetime=float(config.get("dns", "lifetime")),
+                           cache_size=int(config.get("dns", "cache_size")))
+    except ValueError as exc:
+        raise RuntimeBuildError(f"[dns]: {exc}") from None
+
+
+def system_nameservers(path: str = "/etc/resolv.conf") -> tuple[str, ...]:
+    """The ``nameserver`` lines of resolv.conf (``[dns] nameservers`` unset)."""
+    servers: list[str] = []
+    try:
+        for line in Path(path).read_text(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "nameserver":
+                servers.append(parts[1].split("%", 1)[0])
+    except OSError:
+        pass
+    return tuple(servers) or ("127.0.0.1",)
+
+
+_TRUE = frozenset({"1", "yes", "true", "on"})
+_FALSE = frozenset({"0", "no", "false", "off"})
+
+
+def domains_or_all(value: object) -> bool | tuple[str, ...]:
+    """``reject_neutral``-style options: a domain list, or a boolean word for
+    every domain (``reject_neutral = 1`` in old configs)."""
+    words = _words(value)
+    if "*" in words:  # Milter.config.ALL_DOMAINS: "yes"
+        return True
+    if len(words) == 1 and words[0].lower() in _TRUE | _FALSE:
+        return words[0].lower() in _TRUE
+    return tuple(w.lower() for w in words)
+
+
+def spf_settings(config: Config) -> SpfSettings:
+    g = config.get
+    return SpfSettings(
+        best_guess=bool(g("spf", "best_guess")),
+        reject_noptr=bool(g("spf", "reject_noptr")),
+        reject_neutral=domains_or_all(g("spf", "reject_neutral")),
+        accept_softfail=domains_or_all(g("spf", "accept_softfail")),
+        accept_fail=domains_or_all(g("spf", "accept_fail")),
+        delegate=g("spf", "delegate") or None,
+        trusted_forwarder=tuple(_words(g("spf", "trusted_forwarder"))),
+    )
+
+
+def open_store(config: Config) -> SqliteStore:
+    backend = str(config.get("state", "backend") or "")
+    scheme, _, rest = backend.partition(":")
+    if backend and scheme != "sqlite":
+        raise RuntimeBuildError(
+            f"[state] backend: {backend!r} is not available yet (expected sqlite:PATH)")
+    path = datadir_path(config, rest or DEFAULT_STATE_FILE)
+    try:
+        return SqliteStore(path)
+    except (OSError, Exception) as exc:  # sqlite3.Error, permission problems
+        raise RuntimeBuildError(f"[state] backend: cannot open {path}: {exc}") from None
+
+
+class NoAccess:
+    """``[spf] access_file`` empty: no entries, the built-in defaults apply."""
+
+    path = "(none)"
+
+    def lookup(self, tag: str, subject: str) -> AccessValue | None:
+        return None
+
+    def reload(self) -> bool:
+        return True
+
+
+def open_access(config: Config) -> AccessFile | NoAccess:
+    path = config.get("spf", "access_file")
+    if not path:
+        return NoAccess()
+    try:
+        return AccessFile(path, colon=bool(config.get("spf", "access_file_colon")),
+                          nulls=bool(config.get("spf", "access_file_nulls")))
+    except Exception as exc:  # AccessError: one line naming the file
+        raise RuntimeBuildError(f"[spf] access_file: {exc}") from None
+
+
+def build_runtime(config: Config, *, store: SqliteStore | None = None,
+                  resolver: SpfResolver | None = None,
+                  transport: SmtpTransport | None = None,
+                  hostname: str | None = None) -> Runtime:
+    """Everything the policy needs, from ``config``; ``store`` (kept across
+    reloads), ``resolver`` and ``transport`` may be given (tests)."""
+    clock = SystemClock()
+    settings = policy_settings(config)
+    access = open_access(config)
+    store = store or open_store(config)
+    if resolver is None:
+        resolver = DnsResolver(dns_settings(config))
+    datadir = str(config.get("milter", "datadir") or "") or None
+    try:
+        templates = load_templates(datadir)
+    except TemplateError as exc:
+        raise RuntimeBuildError(f"DSN template: {exc}") from None
+    cbv = CallbackVerifier(
+        CbvSettings(hostname=hostname or socket.getfqdn(),
+                    timeout=float(config.get("milter", "cbv_timeout")), datadir=datadir),
+        resolver, transport or SmtplibTransport(), clock, StoreCbvCache(store, clock),
+        templates)
+    spf = SpfPolicy(spf_settings(config), resolver, access)
+    services = Services(access=access, store=store, clock=clock, resolver=resolver,
+                        spf=spf, cbv=cbv, is_dynamic=dynip.is_dynamic)
+    return Runtime(config, settings, services, store, access)
+
+
+def describe(runtime: Runtime) -> Mapping[str, str]:
+    """What an admin wants to see at startup and after a reload."""
+    cfg = runtime.config
+    return {"config": ", ".join(cfg.files), "access": runtime.access.path,
+            "state": runtime.store.path,
+            "dry_run": "yes" if runtime.settings.dry_run else "no"}
