@@ -243,6 +243,16 @@ class SmtpSession:
         assert self.services.spf is not None
         result = self.services.spf(conn, self.helo_name or "", sender)
         self.spf = result
+        if (result.result == "none" and sender.qualified
+                and checks.is_internal_domain(self.settings.checks, sender.domain)):
+            # An outsider using one of our domains, which publishes no SPF
+            # (with SPF, the SPF policy decides).
+            self._offense("spam from self", f"MAIL FROM {sender.domain} from outside")
+            return self._apply(Decision.reject(
+                "spam from self", "I hate talking to myself!",
+                f"Mail from {sender.domain} comes from our own servers, not from "
+                f"{conn.ip}.", log=f"spam from self {sender.domain}", delay=True),
+                delayable=True)
         if result.whitelist:
             self.whitelist = True
         if result.ban:

@@ -236,3 +236,28 @@ def test_missing_helo_and_hostile_envelope() -> None:
     for raw in ("<>", "<postmaster>", '<"a b"@x.example>', "<a@[IPv6:2001:db8::1]>",
                 "garbage <<>>"):
         assert not s.mail(raw, [], macros()).final
+
+
+def test_outsider_using_our_domain_without_spf_is_spam_from_self(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "bms")
+    store = FakeStore()
+    s = session(spf=FakeSpf(SpfResult(CONTINUE, result="none")), store=store,
+                reputation=ReputationSettings(max_demerits=3))
+    connect(s, "198.51.100.9")
+    s.helo("client.example.net")
+    assert not s.mail("<ceo@example.com>", [], macros()).final  # delayed to DATA
+    assert not s.rcpt("<bob@example.com>", []).final
+    d = s.data()
+    assert (d.action, d.code, d.xcode, d.tag) == (Action.REJECT, "550", "5.7.1",
+                                                   "spam from self")
+    assert "REJECT: spam from self example.com" in caplog.messages
+    assert store.ip_banned("198.51.100.9", 0)  # 4 demerits > 3
+    # A domain of ours that publishes SPF is left to the SPF policy; a
+    # foreign domain without SPF is not "self".
+    for sender, result in (("<ceo@example.com>", "pass"), ("<a@other.example>", "none")):
+        t = session(spf=FakeSpf(SpfResult(CONTINUE, result=result)))
+        connect(t, "198.51.100.10")
+        t.helo("client.example.net")
+        assert not t.mail(sender, [], macros()).final
+        assert not t.data().final
