@@ -98,3 +98,48 @@ def test_log_format(tmp_path: Path) -> None:
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+class _Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def now(self) -> float:
+        return self.t
+
+
+def test_cbv_results_persist_in_the_store_until_they_expire(tmp_path: Path) -> None:
+    from Milter.policy.cbv import CbvResult, CbvStatus
+    from Milter.state.cbvcache import StoreCbvCache
+
+    clock = _Clock(1000.0)
+    store = SqliteStore(tmp_path / "state.db")
+    cache = StoreCbvCache(store, clock)
+    refused = CbvResult(CbvStatus.REFUSED, 550, "5.1.1 no such user", mx="mx [192.0.2.1]",
+                        step="RCPT", cached=True)
+    cache.put("a@b.example", refused, ttl=60)
+    cache.put("c@d.example", refused, ttl=0)  # not cached at all
+    # Another process (worker, MX host) opening the same store sees it.
+    other = StoreCbvCache(SqliteStore(tmp_path / "state.db"), clock)
+    got = other.get("a@b.example")
+    assert got is not None and got.status is CbvStatus.REFUSED
+    assert (got.code, got.text, got.mx, got.step) == (550, "5.1.1 no such user",
+                                                      "mx [192.0.2.1]", "RCPT")
+    assert other.get("c@d.example") is None
+    clock.t = 1060.0
+    assert other.get("a@b.example") is None
+    assert store.purge(now=clock.t) == 1
+    store.cache_put("cbv", "x@y.example", "{not json", until=2000.0)  # another version
+    assert cache.get("x@y.example") is None
+
+
+def test_a_store_opened_before_fork_works_in_the_child(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    store.ban_ip("192.0.2.9", until=1e12, reason="x")  # the parent's connection is open
+    pid = os.fork()
+    if pid == 0:  # child: must open its own connection
+        ok = store.ip_banned("192.0.2.9", 0) and store.reserve("n", 5) == 1
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.reserve("n", 5) == 6 and store.ip_banned("192.0.2.9", 0)
