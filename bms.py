@@ -79,6 +79,10 @@ class Daemon:
             except (ConfigError, RuntimeBuildError) as exc:
                 log.error("RELOAD REFUSED: %s; keeping the configuration loaded before", exc)
                 return False
+            except Exception:  # a bug: still keep serving with the old configuration
+                log.exception("RELOAD REFUSED: internal error; keeping the configuration "
+                              "loaded before")
+                return False
             for section, option in STARTUP_ONLY:
                 if config.get(section, option) != self.config.get(section, option):
                     log.warning("reload: [%s] %s changed; it takes effect at restart",

@@ -24,9 +24,18 @@ _RESULT = {
 }
 
 
-def _double_percent(text: str) -> str:
-    # setreply text is a printf format to sendmail: a lone % must be doubled.
-    return text.replace("%", "%%")
+MAX_LINE = 900  # bytes of reply text per line (libmilter allows 980 with the codes)
+
+
+def _reply_line(text: str) -> str:
+    """One line of reply text: a lone % doubled (setreply text is a printf
+    format to sendmail), cut to fit when it quotes a very long address."""
+    line = text.replace("%", "%%")
+    raw = line.encode("utf-8", "surrogateescape")
+    if len(raw) <= MAX_LINE:
+        return line
+    # Never leave half of a doubled %: drop trailing %s before the mark.
+    return raw[:MAX_LINE - 3].decode("utf-8", "surrogateescape").rstrip("%") + "..."
 
 
 class BmsMilter(Milter.Base):
@@ -37,7 +46,7 @@ class BmsMilter(Milter.Base):
 
     def _reply(self, d: Decision) -> int:
         if d.action in (Action.REJECT, Action.TEMPFAIL) and d.code:
-            lines = [_double_percent(line) for line in d.lines] or [""]
+            lines = [_reply_line(line) for line in d.lines] or [""]
             self.setreply(d.code, d.xcode or None, *lines)
         return _RESULT[d.action]
 

@@ -80,11 +80,14 @@ def datadir_path(config: Config, path: str) -> str:
     return path if os.path.isabs(path) or not datadir else os.path.join(datadir, path)
 
 
-def address_sets(config: Config, entries: Iterable[str],
-                 option: str) -> dict[str, frozenset[str]]:
+def address_sets(config: Config, entries: Iterable[str], option: str,
+                 case_sensitive: bool = False) -> dict[str, frozenset[str]]:
     """The original's "addrset": ``user@domain`` entries grouped by domain
-    (local parts lowercased), and ``file:PATH`` entries whose file lists the
-    local parts of domain ``basename(PATH)``."""
+    (local parts lowercased unless ``case_sensitive``), and ``file:PATH``
+    entries whose file lists the local parts of domain ``basename(PATH)``."""
+    def fold(user: str) -> str:
+        return user if case_sensitive else user.lower()
+
     sets: dict[str, set[str]] = {}
     for entry in entries:
         if entry.startswith("file:"):
@@ -95,29 +98,39 @@ def address_sets(config: Config, entries: Iterable[str],
                 raise RuntimeBuildError(
                     f"[milter] {option}: cannot read {path}: {exc.strerror or exc}") from None
             domain = os.path.basename(path).lower()
-            sets.setdefault(domain, set()).update(w.lower() for w in text.split())
+            sets.setdefault(domain, set()).update(fold(w) for w in text.split())
             continue
         user, at, domain = entry.rpartition("@")
         if not at:
             raise RuntimeBuildError(
                 f"[milter] {option}: expected user@domain or file:PATH, got {entry!r}")
-        sets.setdefault(domain.lower(), set()).add(user.lower())
+        sets.setdefault(domain.lower(), set()).add(fold(user))
     return {d: frozenset(u) for d, u in sets.items()}
+
+
+def ip_list(config: Config, option: str) -> IpList:
+    try:
+        return IpList(_words(config.get("milter", option)))
+    except ValueError as exc:
+        raise RuntimeBuildError(f"[milter] {option}: {exc}") from None
 
 
 def policy_settings(config: Config) -> PolicySettings:
     g = config.get
     max_demerits = g("milter", "max_demerits")
+    case_sensitive = bool(g("milter", "case_sensitive_localpart"))
     return PolicySettings(
         connection=ConnectionSettings(
-            internal_connect=IpList(_words(g("milter", "internal_connect"))),
-            trusted_relay=IpList(_words(g("milter", "trusted_relay")))),
+            internal_connect=ip_list(config, "internal_connect"),
+            trusted_relay=ip_list(config, "trusted_relay")),
         checks=CheckSettings(
             internal_domains=tuple(d.lower() for d in _words(g("milter", "internal_domains"))),
-            internal_mta=IpList(_words(g("milter", "internal_mta"))),
+            internal_mta=ip_list(config, "internal_mta"),
             hello_blacklist=frozenset(h.lower() for h in _words(g("milter", "hello_blacklist"))),
             private_relay=frozenset(d.lower() for d in _words(g("milter", "private_relay"))),
-            check_user=address_sets(config, _words(g("milter", "check_user")), "check_user")),
+            check_user=address_sets(config, _words(g("milter", "check_user")), "check_user",
+                                    case_sensitive),
+            case_sensitive_localpart=case_sensitive),
         reputation=ReputationSettings(
             max_demerits=None if max_demerits is None else int(max_demerits),
             ban_days=float(g("milter", "ban_days"))),

@@ -27,8 +27,10 @@ class CheckSettings:
     internal_mta: IpList = field(default_factory=lambda: IpList(()))
     hello_blacklist: frozenset[str] = frozenset()  # lowercased names
     private_relay: frozenset[str] = frozenset()  # recipient domains, lowercased
-    # check_user: domain -> allowed local parts (lowercased); missing domain = no check
+    # check_user: domain -> allowed local parts (lowercased unless
+    # case_sensitive_localpart); missing domain = no check
     check_user: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    case_sensitive_localpart: bool = False
 
 
 def is_internal_domain(settings: CheckSettings, domain: str) -> bool:
@@ -148,7 +150,8 @@ def check_recipient(conn: Connection, settings: CheckSettings, rcpt: Address) ->
         return Decision.reject("RELAY", f"Unauthorized relay for {rcpt.domain}.",
                                log=f"RELAY: {rcpt}")
     users = settings.check_user.get(rcpt.domain)
-    if users is not None and local not in users:
+    wanted = rcpt.local if settings.case_sensitive_localpart else local
+    if users is not None and wanted not in users:
         return Decision.reject("unknown user", "No such user here.", xcode="5.1.1",
                                log=f"RCPT TO: {rcpt} unknown user")
     return CONTINUE

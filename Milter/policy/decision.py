@@ -38,15 +38,27 @@ class Decision:
     @classmethod
     def reject(cls, tag: str, *lines: str, code: str = "550", xcode: str = "5.7.1",
                log: str = "", delay: bool = False) -> Decision:
-        return cls(Action.REJECT, tag, code, xcode, lines, log or tag, delay)
+        return cls(Action.REJECT, tag, code, xcode, tuple(map(reply_line, lines)), log or tag,
+                   delay)
 
     @classmethod
     def tempfail(cls, tag: str, *lines: str, code: str = "451", xcode: str = "4.3.0",
                  log: str = "", delay: bool = False) -> Decision:
-        return cls(Action.TEMPFAIL, tag, code, xcode, lines, log or tag, delay)
+        return cls(Action.TEMPFAIL, tag, code, xcode, tuple(map(reply_line, lines)),
+                   log or tag, delay)
 
 
 CONTINUE = Decision(Action.CONTINUE)
+
+MAX_REPLY_LINE = 900  # bytes; the MTA takes 980 per line including the codes
+
+
+def reply_line(text: str) -> str:
+    """``text`` cut to fit one reply line (it may quote a very long address)."""
+    raw = text.encode("utf-8", "surrogateescape")
+    if len(raw) <= MAX_REPLY_LINE:
+        return text
+    return raw[:MAX_REPLY_LINE - 3].decode("utf-8", "surrogateescape") + "..."
 
 
 class AccessKind(enum.Enum):

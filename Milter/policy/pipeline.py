@@ -28,6 +28,7 @@ from .address import Address, parse_address
 from .checks import CheckSettings
 from .connection import Connection, ConnectionSettings, classify
 from .decision import CONTINUE, Action, Decision
+from .headertext import pvalue
 from .reputation import Demerits, ReputationSettings
 
 log = logging.getLogger("bms")
@@ -342,7 +343,7 @@ class SmtpSession:
             iprev = "fail" if conn.ptr_missing else "pass"
             items.append(f"iprev={iprev} policy.iprev={conn.ip}")
         if self.auth_user:
-            items.append(f"auth=pass smtp.auth={self.auth_user}")
+            items.append(f"auth=pass smtp.auth={pvalue(self.auth_user)}")
         if spf is not None:
             items.extend(spf.authres)
         if not items:

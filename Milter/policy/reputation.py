@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 
 from ..interfaces import BanStore, Clock
+from ..log import escape
 from .connection import Connection
 
 log = logging.getLogger(__name__)
@@ -47,5 +48,5 @@ class Demerits:
         until = self.clock.now() + self.settings.ban_days * DAY
         self.store.ban_ip(conn.ip, until, reason)
         self.banned = True
-        log.info("BANNED IP: %s (%d demerits, last: %s)", conn.ip, self.points, reason)
+        log.info("BANNED IP: %s (%d demerits, last: %s)", conn.ip, self.points, escape(reason))
         return True

@@ -60,6 +60,7 @@ from ..log import escape
 from .address import Address, parse_address
 from .connection import Connection
 from .decision import CONTINUE, AccessKind, AccessValue, Action, Decision
+from .headertext import header_safe, pvalue
 from .pipeline import CbvRequest, SpfResult
 from .spfquery import ResolverQuery, SpfResolver
 
@@ -150,16 +151,6 @@ def _applies(flag: DomainFlag, domain: str) -> bool:
     d = domain.lower()
     return any(d == x.lower().strip(".") or d.endswith("." + x.lower().strip("."))
                for x in flag if x.strip("."))
-
-
-_UNSAFE_HEADER = re.compile(r"[^\x20-\x7e]")
-
-
-def header_safe(text: str, limit: int = 900) -> str:
-    """Printable ASCII only (a DNS answer or a HELO can put anything into
-    pyspf's text): other characters as ``\\xNN``/``\\uNNNN``, cut at ``limit``."""
-    s = _UNSAFE_HEADER.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
-    return s if len(s) <= limit else s[:limit] + "..."
 
 
 _DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
@@ -548,13 +539,13 @@ class SpfPolicy:
         ASCII) is left out: the domain alone is a valid value."""
         if sender.null:
             h = helo.strip().rstrip(".")
-            return (f"spf={official} smtp.helo={_pvalue(h)}",) if h else (f"spf={official}",)
+            return (f"spf={official} smtp.helo={pvalue(h)}",) if h else (f"spf={official}",)
         domain = q.o or ""
         if sender.local and _DOT_ATOM.fullmatch(sender.local) and domain.isascii():
             value = f"{sender.local}@{domain}"
         else:
             value = domain
-        return (f"spf={official} smtp.mailfrom={_pvalue(value)}",)
+        return (f"spf={official} smtp.mailfrom={pvalue(value)}",)
 
     def _log(self, result: str, policy: Policy, subject: str, official: str,
              effective: str, strike3: bool, forwarder: str) -> None:
@@ -570,15 +561,6 @@ class SpfPolicy:
         log.info("SPF: %s policy %s for %s (key %s, %s)%s", result, policy.value.kind.value,
                  escape(subject), policy.key, policy.source,
                  (" " + " ".join(notes)) if notes else "")
-
-
-def _pvalue(value: str) -> str:
-    """An RFC 8601 pvalue: the text as is when it has no special characters,
-    else a quoted string (printable ASCII only)."""
-    v = header_safe(value, 255)
-    if v and re.fullmatch(r"[A-Za-z0-9.@_+=!#$%&'*/?^`{|}~-]+", v):
-        return v
-    return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def q_expl(q: Any) -> str:

@@ -11,8 +11,9 @@ from fakes import FakeAccess
 
 from Milter.policy.address import parse_address
 from Milter.policy.decision import AccessKind, AccessValue, Action
+from Milter.policy.headertext import header_safe
 from Milter.policy.pipeline import SpfResult
-from Milter.policy.spf import SpfPolicy, SpfSettings, default_policy, header_safe
+from Milter.policy.spf import SpfPolicy, SpfSettings, default_policy
 
 from .spf_fakes import CLIENT, CLIENT6, connection, zone
 
