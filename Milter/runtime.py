@@ -136,6 +136,7 @@ def policy_settings(config: Config) -> PolicySettings:
             ban_days=float(g("milter", "ban_days"))),
         dry_run=bool(g("milter", "dry_run")),
         log_headers=bool(g("milter", "log_headers")),
+        supply_sender=bool(g("spf", "supply_sender")),
     )
 
 

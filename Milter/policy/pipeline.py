@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from email.utils import getaddresses
 from typing import Protocol
 
 from ..interfaces import Access, BanStore, Clock, Resolver
@@ -28,7 +29,7 @@ from .address import Address, parse_address
 from .checks import CheckSettings
 from .connection import Connection, ConnectionSettings, classify
 from .decision import CONTINUE, Action, Decision
-from .headertext import pvalue
+from .headertext import header_safe, pvalue
 from .reputation import Demerits, ReputationSettings
 
 log = logging.getLogger("bms")
@@ -75,6 +76,7 @@ class PolicySettings:
     reputation: ReputationSettings = field(default_factory=ReputationSettings)
     dry_run: bool = False
     log_headers: bool = False
+    supply_sender: bool = False  # [spf] supply_sender
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,8 @@ class Services:
 
 @dataclass(frozen=True)
 class HeaderEdit:
-    """``index`` 0 with ``insert``: at the top; a ``delete`` removes occurrence
-    ``index`` (1-based) of ``name``."""
+    """``index`` 0 with ``insert``: at the top, -1: at the end; a ``delete``
+    removes occurrence ``index`` (1-based) of ``name``."""
 
     op: str  # "insert" or "delete"
     name: str
@@ -110,6 +112,11 @@ class EomResult:
 # Demerits per offence (the original's weights).
 DEMERITS = {"spam from self": 4, "BAN": 3, "unknown user": 1, "policy": 1,
             "HELO in transaction": 2}
+
+
+def pvalue_address(mailbox: str) -> str:
+    """``<mailbox>`` as a header value (printable ASCII only)."""
+    return f"<{header_safe(mailbox, 500)}>"
 
 
 class SmtpSession:
@@ -132,6 +139,8 @@ class SmtpSession:
         self.spf: SpfResult | None = None
         self.whitelist = False
         self.subject = ""
+        self.author_domains: list[str] = []  # domains of the From: and Sender: fields
+        self.has_sender_header = False
         self.header_counts: dict[str, int] = {}
         self.forged: list[tuple[str, int]] = []
         self.in_transaction = False
@@ -286,6 +295,11 @@ class SmtpSession:
             log.info("%s: %s", escape(name), escape(value))
         if key == "subject" and not self.subject:
             self.subject = value
+        elif key in ("from", "sender"):
+            self.has_sender_header = self.has_sender_header or key == "sender"
+            self.author_domains.extend(
+                addr.rpartition("@")[2].lower().rstrip(">").strip()
+                for _, addr in getaddresses([value]) if "@" in addr)
         elif key in ("received-spf", "authentication-results") and self._claims_us(key, value):
             self.forged.append((name, n))
         return CONTINUE
@@ -316,6 +330,7 @@ class SmtpSession:
             edits.append(HeaderEdit("delete", name, index=index))
         if spf is not None and spf.received_spf:
             edits.append(HeaderEdit("insert", "Received-SPF", spf.received_spf))
+        edits.extend(self._supplied_sender())
         authres = self._authres(spf)
         if authres:
             edits.append(HeaderEdit("insert", "Authentication-Results", authres))
@@ -335,6 +350,25 @@ class SmtpSession:
             self.connect("localhost", 0, None, lambda _n: None)
         assert self.conn is not None
         return self.conn
+
+    def _supplied_sender(self) -> list[HeaderEdit]:
+        """``supply_sender``: outside mail whose From:/Sender: names no domain
+        of the MAIL FROM gets ``Sender: <MAIL FROM>``, so the reader sees who
+        really sent it (SPF vouched for the MAIL FROM, not for From:)."""
+        sender = self.sender
+        conn = self._conn()
+        if (not self.settings.supply_sender or sender is None or not sender.qualified
+                or conn.internal or conn.local or self.auth_user):
+            return []
+        domain = sender.domain.lower()
+        if any(domain == d or domain.endswith("." + d) for d in self.author_domains if d):
+            return []
+        log.info("NOTE: From: domain%s %s is not %s", "s" if len(self.author_domains) != 1
+                 else "", escape(", ".join(self.author_domains) or "(none)"), escape(domain))
+        if self.has_sender_header:
+            return []
+        log.info("NOTE: Supplying MFROM as Sender")
+        return [HeaderEdit("insert", "Sender", pvalue_address(sender.mailbox), index=-1)]
 
     def _authres(self, spf: SpfResult | None) -> str:
         conn = self._conn()

@@ -261,3 +261,40 @@ def test_outsider_using_our_domain_without_spf_is_spam_from_self(
         t.helo("client.example.net")
         assert not t.mail(sender, [], macros()).final
         assert not t.data().final
+
+
+@pytest.mark.parametrize(("headers", "added"), [
+    ([("From", "Bank <service@bank.example>")], True),  # From: is another domain
+    ([("From", "Alice <alice@b.example>")], False),  # the MAIL FROM domain
+    ([("From", "alice@example.org"), ("Sender", "list@lists.example.org")], False),
+    ([("From", "<alice@b.example.evil>")], True),  # not a parent of a.b.example
+    ([], True),  # no From: at all
+])
+def test_supply_sender_adds_the_mail_from_as_sender(
+        headers: list[tuple[str, str]], added: bool, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "bms")
+    spf = FakeSpf(SpfResult(CONTINUE, result="pass"))
+    sender = "<bounce@a.b.example>" if headers[:1] != [("From", "alice@example.org")] \
+        else "<bounce@lists.example.org>"
+    s = session(spf=spf, supply_sender=True)
+    connect(s, "198.51.100.9")
+    s.helo("mail.b.example")
+    s.mail(sender, [], macros())
+    s.rcpt("<bob@example.com>", [])
+    for name, value in headers:
+        s.header(name, value)
+    edits = s.eom(macros()).edits
+    supplied = [e for e in edits if e.name == "Sender"]
+    if added:
+        assert supplied == [HeaderEdit("insert", "Sender", sender, index=-1)]
+        assert "NOTE: Supplying MFROM as Sender" in caplog.messages
+    else:
+        assert supplied == [] and "NOTE: Supplying MFROM as Sender" not in caplog.messages
+    # Off by default, and never for internal clients.
+    for settings, ip in (({}, "198.51.100.9"), ({"supply_sender": True}, "192.168.1.2")):
+        t = session(spf=spf, **settings)
+        connect(t, ip)
+        t.helo("mail.b.example")
+        t.mail("<bounce@example.com>", [], macros())
+        t.header("From", "service@bank.example")
+        assert all(e.name != "Sender" for e in t.eom(macros()).edits)
