@@ -291,8 +291,8 @@ def test_supply_sender_adds_the_mail_from_as_sender(
     else:
         assert supplied == [] and "NOTE: Supplying MFROM as Sender" not in caplog.messages
     # Off by default, and never for internal clients.
-    for settings, ip in (({}, "198.51.100.9"), ({"supply_sender": True}, "192.168.1.2")):
-        t = session(spf=spf, **settings)
+    for on, ip in ((False, "198.51.100.9"), (True, "192.168.1.2")):
+        t = session(spf=spf, supply_sender=on)
         connect(t, ip)
         t.helo("mail.b.example")
         t.mail("<bounce@example.com>", [], macros())
