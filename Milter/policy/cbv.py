@@ -245,17 +245,24 @@ class CallbackVerifier:
         values = dict(variables)
         if not values.get("result"):
             values["result"] = request.result
-        return self.verify(request.target, request.template, values).decision()
+        # Our name as the MTA gave it for this connection (macro j).
+        receiver = values.get("receiver")
+        return self.verify(request.target, request.template, values,
+                           hostname=receiver if isinstance(receiver, str) and receiver
+                           else None).decision()
 
     def check(self, sender: Address, template: str | None = None,
               variables: Variables | None = None) -> Decision:
         return self.verify(sender, template, variables).decision()
 
     def verify(self, sender: Address, template: str | None = None,
-               variables: Variables | None = None) -> CbvResult:
+               variables: Variables | None = None, hostname: str | None = None
+               ) -> CbvResult:
         """Probe ``sender``'s MX (``template`` None), or send it the named
-        DSN template filled with ``variables``.  Never raises for anything
-        the network or DNS does."""
+        DSN template filled with ``variables``, as ``hostname`` (HELO, From:
+        postmaster@; default :attr:`CbvSettings.hostname`).  Never raises for
+        anything the network or DNS does."""
+        me = hostname or self.settings.hostname
         addr = escape(sender.mailbox or sender.raw)
         skip = _not_probed(sender)
         if skip:
@@ -273,7 +280,7 @@ class CallbackVerifier:
         if tmpl is not None:
             log.info("CBV: %s Using: %s", addr, escape(tmpl.path))
             try:
-                message = self._message(tmpl, sender, path, variables or {})
+                message = self._message(tmpl, sender, path, variables or {}, me)
             except Exception:  # a datadir template the email package cannot take
                 log.exception("DSN: %s cannot build %s: plain CBV instead", addr,
                               escape(tmpl.filename))
@@ -283,7 +290,7 @@ class CallbackVerifier:
         else:
             log.info("CBV: %s PLAIN", addr)
         try:
-            result = self._run(sender.domain, path, message)
+            result = self._run(sender.domain, path, message, me)
         except Exception:  # a bug, or a transport/resolver breaking its contract
             log.exception("CBV: %s failed", addr)
             return _temporary("internal error during verification")  # not cached
@@ -300,16 +307,15 @@ class CallbackVerifier:
     # --- helpers -------------------------------------------------------------------
 
     def _message(self, tmpl: Template, sender: Address, path: str,
-                 variables: Variables) -> bytes:
+                 variables: Variables, me: str) -> bytes:
         values: dict[str, str | Collection[str]] = {
-            "sender": sender.mailbox, "sender_domain": sender.domain,
-            "receiver": self.settings.hostname,
+            "sender": sender.mailbox, "sender_domain": sender.domain, "receiver": me,
         }
         values.update({k: v for k, v in variables.items()
                        if k in VARIABLES and (v or k not in values)})
         if not values.get("perm_error"):  # pyspf's explanation is in Received-SPF too
             values["perm_error"] = values.get("spf_result", "")
-        return build_message(tmpl, values, to=path, receiver=self.settings.hostname,
+        return build_message(tmpl, values, to=path, receiver=me,
                              now=self.clock.now())
 
     def _log(self, addr: str, tmpl: Template | None, r: CbvResult) -> None:
@@ -323,7 +329,7 @@ class CallbackVerifier:
             log.info("DSN: %s %s %s %d %s%s", addr, escape(tmpl.filename), r.status.value,
                      r.code, r.text, where)
 
-    def _run(self, domain: str, path: str, message: bytes | None) -> CbvResult:
+    def _run(self, domain: str, path: str, message: bytes | None, me: str) -> CbvResult:
         s = self.settings
         deadline = self.clock.now() + s.timeout
         try:
@@ -358,7 +364,7 @@ class CallbackVerifier:
                 if stopped:
                     break
                 connections += 1
-                outcome = self._session(ip, path, message, left)
+                outcome = self._session(ip, path, message, left, me)
                 where = f"{host} [{ip}]"
                 if outcome.self_banner:
                     log.info("CBV: MX %s is this host (banner %s): skipped", escape(where),
@@ -391,8 +397,7 @@ class CallbackVerifier:
         return _temporary(f"no usable address for any MX of {domain}")
 
     def _session(self, ip: str, path: str, message: bytes | None,
-                 left: float) -> SmtpOutcome:
-        helo = self.settings.hostname
+                 left: float, helo: str) -> SmtpOutcome:
         if message is None:
             return self.transport.probe(ip, helo=helo, recipient=path, timeout=left)
         return self.transport.deliver(ip, helo=helo, recipient=path, message=message,

@@ -198,6 +198,7 @@ def test_spf_result_meets_its_access_policy(name: str, mta: Mta, bms: BmsDaemon,
     if case.sink == "probe":
         assert probes, sink.commands()
         assert "MAIL FROM:<>" in probes[0].commands
+        assert probes[0].helo == RECEIVER  # the MTA's own name (macro j)
         assert not probes[0].messages
     elif case.sink == "dsn":
         [dsn] = [msg for s in probes for msg in s.messages]
