@@ -12,7 +12,7 @@ from typing import Any
 
 import Milter
 
-from .policy.decision import Action, Decision
+from .policy.decision import Action, Decision, reply_line
 from .policy.pipeline import SmtpSession
 
 _RESULT = {
@@ -24,18 +24,10 @@ _RESULT = {
 }
 
 
-MAX_LINE = 900  # bytes of reply text per line (libmilter allows 980 with the codes)
-
-
 def _reply_line(text: str) -> str:
-    """One line of reply text: a lone % doubled (setreply text is a printf
-    format to sendmail), cut to fit when it quotes a very long address."""
-    line = text.replace("%", "%%")
-    raw = line.encode("utf-8", "surrogateescape")
-    if len(raw) <= MAX_LINE:
-        return line
-    # Never leave half of a doubled %: drop trailing %s before the mark.
-    return raw[:MAX_LINE - 3].decode("utf-8", "surrogateescape").rstrip("%") + "..."
+    """setreply text is a printf format to sendmail: a lone % is doubled,
+    then the line is cut again in case the doubling made it too long."""
+    return reply_line(text.replace("%", "%%"))
 
 
 class BmsMilter(Milter.Base):

@@ -58,7 +58,8 @@ def reply_line(text: str) -> str:
     raw = text.encode("utf-8", "surrogateescape")
     if len(raw) <= MAX_REPLY_LINE:
         return text
-    return raw[:MAX_REPLY_LINE - 3].decode("utf-8", "surrogateescape") + "..."
+    # rstrip: never leave half of a doubled % (the milter glue doubles them).
+    return raw[:MAX_REPLY_LINE - 3].decode("utf-8", "surrogateescape").rstrip("%") + "..."
 
 
 class AccessKind(enum.Enum):
