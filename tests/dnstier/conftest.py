@@ -5,5 +5,4 @@ private network namespace (``scripts/lib.sh run_in_netns``, ``./test.sh``)."""
 
 from __future__ import annotations
 
-from testbed.nsd import nsd  # noqa: F401 - the session fixture
 from testbed.pytest_plugin import *  # noqa: F403 - the e2e skip hook

@@ -12,7 +12,6 @@ import pytest
 from milters.feature_milter import FeatureMilter
 from testbed import Postfix, Sendmail, SmtpClient, StoredMessage, Transaction, start_milter
 from testbed.milter import RunningMilter
-from testbed.nsd import nsd  # noqa: F401 - the DNS server of the policy tests
 from testbed.pytest_plugin import *  # noqa: F403 - the e2e skip hook and fixtures
 from testbed.pytest_plugin import require_netns
 
