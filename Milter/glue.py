@@ -15,6 +15,8 @@ import Milter
 from .policy.decision import Action, Decision, reply_line
 from .policy.pipeline import SmtpSession
 
+BODY_CHUNK = 1 << 16  # replacebody() calls of this size: the new body is never in memory whole
+
 _RESULT = {
     Action.CONTINUE: Milter.CONTINUE,
     Action.ACCEPT: Milter.ACCEPT,
@@ -62,6 +64,14 @@ class BmsMilter(Milter.Base):
         self.session.header(field, value)
         return Milter.CONTINUE
 
+    def eoh(self) -> int:
+        return self._reply(self.session.eoh())
+
+    @Milter.noreply
+    def body(self, chunk: bytes) -> int:
+        self.session.body(chunk)
+        return Milter.CONTINUE
+
     def eom(self) -> int:
         result = self.session.eom(self.getsymval)
         if result.decision.final:
@@ -69,8 +79,19 @@ class BmsMilter(Milter.Base):
         for edit in result.edits:
             if edit.op == "delete":
                 self.chgheader(edit.name, edit.index, "")
+            elif edit.op == "change":
+                self.chgheader(edit.name, edit.index, edit.value)
             else:
                 self.addheader(edit.name, edit.value, edit.index)
+        if result.body is not None:
+            result.body.seek(0)
+            while chunk := result.body.read(BODY_CHUNK):
+                self.replacebody(chunk)
+            result.body.close()
+        for rcpt in result.del_rcpts:
+            self.delrcpt(rcpt)
+        for rcpt in result.add_rcpts:
+            self.addrcpt(rcpt)
         return Milter.CONTINUE
 
     def abort(self) -> int:
@@ -78,4 +99,5 @@ class BmsMilter(Milter.Base):
         return Milter.CONTINUE
 
     def close(self) -> int:
+        self.session.close()
         return Milter.CONTINUE

@@ -4,7 +4,8 @@ tests (ARCHITECTURE.md, style rule 10).  Nothing here does I/O itself."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import IO, Protocol
 
 from .policy.decision import AccessValue
 
@@ -61,3 +62,13 @@ class BanStore(Protocol):
     def ban_domain(self, domain: str, until: float, reason: str) -> None: ...
 
     def domain_banned(self, domain: str, now: float) -> bool: ...
+
+
+class Archive(Protocol):
+    """The mail archive (``Milter.archive``): mbox or maildir."""
+
+    def append(self, sender: str, headers: Sequence[tuple[str, str]], body: IO[bytes],
+               when: float) -> str:
+        """Store one message (body read from its start); where it went.
+        Raises ``ArchiveError`` (one line) when it cannot."""
+        ...

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import socket
 import time
 from collections.abc import Iterable, Mapping
@@ -22,19 +23,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .access import AccessFile
+from .archive import Archive, ArchiveError, open_archive
 from .config import Config
+from .content.defang import DefangSettings
 from .dns import DnsResolver, DnsSettings
 from .policy import dynip
 from .policy.cbv import CallbackVerifier, CbvSettings
 from .policy.checks import CheckSettings
 from .policy.connection import ConnectionSettings, IpList
+from .policy.content import content_settings
 from .policy.decision import AccessValue
 from .policy.dsn import TemplateError, load_templates
+from .policy.message import MessageSettings, Saver
 from .policy.pipeline import PolicySettings, Services, SmtpSession
+from .policy.recipients import RecipientSettings, address_set, smart_aliases_from
 from .policy.reputation import ReputationSettings
 from .policy.spf import SpfPolicy, SpfSettings
 from .policy.spfquery import SpfResolver
 from .smtpclient import SmtplibTransport, SmtpTransport
+from .spool import MessageSpool, save_original
 from .state.cbvcache import StoreCbvCache
 from .state.sqlite import SqliteStore
 
@@ -137,7 +144,111 @@ def policy_settings(config: Config) -> PolicySettings:
         dry_run=bool(g("milter", "dry_run")),
         log_headers=bool(g("milter", "log_headers")),
         supply_sender=bool(g("spf", "supply_sender")),
+        message=message_settings(config),
     )
+
+
+def word_list(config: Config, section: str, option: str) -> tuple[str, ...]:
+    """A word list option; a single ``file:PATH`` item names a file (in
+    datadir when relative) with one phrase per line, ``#`` comments."""
+    items = tuple(config.get(section, option) or ())
+    if len(items) == 1 and items[0].startswith("file:"):
+        path = datadir_path(config, items[0][5:].strip())
+        try:
+            text = Path(path).read_text(encoding="utf-8", errors="surrogateescape")
+        except OSError as exc:
+            raise RuntimeBuildError(
+                f"[{section}] {option}: cannot read {path}: {exc.strerror or exc}") from None
+        return tuple(line.strip() for line in text.splitlines()
+                     if line.strip() and not line.lstrip().startswith("#"))
+    return items
+
+
+def defang_settings(config: Config) -> DefangSettings | None:
+    """None when nothing about attachments is to be checked."""
+    g = config.get
+    exts = frozenset(e.lower().lstrip(".") for e in _words(g("defang", "banned_exts")))
+    settings = DefangSettings(banned_exts=exts - {""}, scan_zip=bool(g("defang", "scan_zip")),
+                              scan_rfc822=bool(g("defang", "scan_rfc822")),
+                              scan_html=bool(g("defang", "scan_html")))
+    if not settings.banned_exts and not settings.scan_html and not settings.scan_zip:
+        return None
+    return settings
+
+
+def message_settings(config: Config) -> MessageSettings:
+    g = config.get
+    case_sensitive = bool(g("milter", "case_sensitive_localpart"))
+    try:
+        aliases = smart_aliases_from(config.section_items("smart_alias"))
+    except ValueError as exc:
+        raise RuntimeBuildError(f"[smart_alias]: {exc}") from None
+    return MessageSettings(
+        content=content_settings(
+            block_chinese=bool(g("defang", "block_chinese")),
+            block_charsets=_words(g("defang", "block_charsets")),
+            porn_words=word_list(config, "defang", "porn_words"),
+            spam_words=word_list(config, "defang", "spam_words"),
+            from_words=word_list(config, "defang", "from_words"),
+            block_forward=(w.lower() for w in _words(g("defang", "block_forward")))),
+        defang=defang_settings(config),
+        recipients=RecipientSettings(
+            wiretap_users=address_set(_words(g("wiretap", "users")), case_sensitive),
+            wiretap_dest=g("wiretap", "dest") or None,
+            wiretap_blind=bool(g("wiretap", "blind")),
+            discard=address_set(_words(g("wiretap", "discard")), case_sensitive),
+            smart_aliases=aliases,
+            hide_path=frozenset(d.lower() for d in _words(g("scrub", "hide_path"))),
+            case_sensitive_localpart=case_sensitive),
+        reject_virus_from=frozenset(d.lower() for d in _words(g("scrub", "reject_virus_from"))),
+        tempdir=str(g("milter", "tempdir") or "") or None,
+    )
+
+
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def tempdir_saver(config: Config) -> Saver | None:
+    """Where originals of defanged mail go: ``[milter] tempdir``, created
+    (mode 0700) when missing; it must be writable now, not weeks later."""
+    tempdir = str(config.get("milter", "tempdir") or "")
+    if not tempdir:
+        return None
+    try:
+        os.makedirs(tempdir, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise RuntimeBuildError(f"[milter] tempdir: cannot create {tempdir} as user "
+                                f"{_user()}: {exc.strerror or exc}") from None
+    if not os.access(tempdir, os.W_OK | os.X_OK):
+        raise RuntimeBuildError(f"[milter] tempdir: {tempdir} is not writable by user "
+                                f"{_user()}")
+
+    def save(spool: MessageSpool) -> str:
+        return save_original(spool, tempdir)
+
+    return save
+
+
+def archive_from(config: Config) -> Archive | None:
+    """``[wiretap] archive`` (mbox path or ``maildir:PATH``), checked writable."""
+    spec = str(config.get("wiretap", "archive") or "").strip()
+    if not spec:
+        return None
+    kind, colon, rest = spec.partition(":")
+    if colon and kind == "maildir":
+        spec = "maildir:" + datadir_path(config, rest)
+    else:
+        spec = datadir_path(config, spec)
+    archive = open_archive(spec)
+    try:
+        archive.check_writable()
+    except ArchiveError as exc:
+        raise RuntimeBuildError(f"[wiretap] archive: {exc}") from None
+    return archive
 
 
 def dns_settings(config: Config) -> DnsSettings:
@@ -251,7 +362,8 @@ def build_runtime(config: Config, *, store: SqliteStore | None = None,
         templates)
     spf = SpfPolicy(spf_settings(config), resolver, access)
     services = Services(access=access, store=store, clock=clock, resolver=resolver,
-                        spf=spf, cbv=cbv, is_dynamic=dynip.is_dynamic)
+                        spf=spf, cbv=cbv, is_dynamic=dynip.is_dynamic,
+                        archive=archive_from(config), save=tempdir_saver(config))
     return Runtime(config, settings, services, store, access)
 
 

@@ -22,14 +22,17 @@ from dataclasses import dataclass, field
 from email.utils import getaddresses
 from typing import Protocol
 
-from ..interfaces import Access, BanStore, Clock, Resolver
+from ..interfaces import Access, Archive, BanStore, Clock, Resolver
 from ..log import escape
+from ..spool import MessageSpool
 from . import checks
 from .address import Address, parse_address
 from .checks import CheckSettings
 from .connection import Connection, ConnectionSettings, classify
 from .decision import CONTINUE, Action, Decision
+from .edits import EomResult, HeaderEdit, apply_edits
 from .headertext import header_safe, pvalue
+from .message import Envelope, MessageSettings, Saver, check_headers, finish
 from .reputation import Demerits, ReputationSettings
 
 log = logging.getLogger("bms")
@@ -77,6 +80,7 @@ class PolicySettings:
     dry_run: bool = False
     log_headers: bool = False
     supply_sender: bool = False  # [spf] supply_sender
+    message: MessageSettings = field(default_factory=MessageSettings)
 
 
 @dataclass(frozen=True)
@@ -90,27 +94,12 @@ class Services:
     spf: SpfStep | None = None
     cbv: CbvStep | None = None
     is_dynamic: Callable[[str, str], bool] | None = None
-
-
-@dataclass(frozen=True)
-class HeaderEdit:
-    """``index`` 0 with ``insert``: at the top, -1: at the end; a ``delete``
-    removes occurrence ``index`` (1-based) of ``name``."""
-
-    op: str  # "insert" or "delete"
-    name: str
-    value: str = ""
-    index: int = 0
-
-
-@dataclass(frozen=True)
-class EomResult:
-    decision: Decision
-    edits: tuple[HeaderEdit, ...] = ()
+    archive: Archive | None = None  # [wiretap] archive
+    save: Saver | None = None  # saves the original of a defanged message, returns the path
 
 
 # Demerits per offence (the original's weights).
-DEMERITS = {"spam from self": 4, "BAN": 3, "unknown user": 1, "policy": 1,
+DEMERITS = {"spam from self": 4, "BAN": 3, "unknown user": 1, "policy": 1, "content": 1,
             "HELO in transaction": 2}
 
 
@@ -144,6 +133,18 @@ class SmtpSession:
         self.header_counts: dict[str, int] = {}
         self.forged: list[tuple[str, int]] = []
         self.in_transaction = False
+        self._close_spool()
+
+    def _close_spool(self) -> None:
+        spool: MessageSpool | None = getattr(self, "spool", None)
+        if spool is not None:
+            spool.close()
+        self.spool: MessageSpool | None = None
+
+    def _spool(self) -> MessageSpool:
+        if self.spool is None:
+            self.spool = MessageSpool(self.settings.message.tempdir)
+        return self.spool
 
     # --- answering -------------------------------------------------------------------
 
@@ -288,6 +289,7 @@ class SmtpSession:
         return self._answer(pending) if pending is not None else CONTINUE
 
     def header(self, name: str, value: str) -> Decision:
+        self._spool().add_header(name, value)
         key = name.lower()
         n = self.header_counts.get(key, 0) + 1
         self.header_counts[key] = n
@@ -304,6 +306,21 @@ class SmtpSession:
             self.forged.append((name, n))
         return CONTINUE
 
+    def _envelope(self) -> Envelope:
+        conn = self._conn()
+        return Envelope(self.sender or parse_address("<>"), tuple(self.recipients),
+                        external=not conn.internal and not self.auth_user,
+                        whitelisted=self.whitelist, dry_run=self.settings.dry_run)
+
+    def eoh(self) -> Decision:
+        d = check_headers(self.settings.message, self._envelope(), self._spool().headers)
+        if d.final:
+            self._offense("content", d.tag)
+        return self._apply(d)
+
+    def body(self, chunk: bytes) -> None:
+        self._spool().add_body(chunk)
+
     def _claims_us(self, key: str, value: str) -> bool:
         receiver = self._conn().receiver.lower()
         v = value.lower()
@@ -313,6 +330,12 @@ class SmtpSession:
         return f"receiver={receiver}" in v.replace(" ", "")
 
     def eom(self, macro: Macro) -> EomResult:
+        try:
+            return self._eom(macro)
+        finally:  # the result's body, if any, is a file of its own
+            self._close_spool()
+
+    def _eom(self, macro: Macro) -> EomResult:
         pending = self._pending()
         if pending is not None:  # the MTA sent no DATA (protocol < 4): answer now
             return EomResult(self._answer(pending))
@@ -322,7 +345,13 @@ class SmtpSession:
             d = self.services.cbv(spf.cbv, self._dsn_variables(spf))
             if d.final:
                 return EomResult(self._answer(d))
-        edits: list[HeaderEdit] = []
+        spool = self._spool()
+        content = finish(self.settings.message, self._envelope(), spool, self.services.save)
+        if content.decision.final:
+            answer = self._answer(content.decision)
+            if answer.final:
+                return EomResult(answer)
+        edits: list[HeaderEdit] = list(content.edits)
         # Forged headers claiming our name go; delete from the last occurrence
         # so the indexes of the earlier ones stay right.
         for name, index in sorted(self.forged, key=lambda f: (f[0].lower(), -f[1])):
@@ -334,14 +363,43 @@ class SmtpSession:
         authres = self._authres(spf)
         if authres:
             edits.append(HeaderEdit("insert", "Authentication-Results", authres))
+        result = EomResult(CONTINUE, tuple(edits), content.body, content.add_rcpts,
+                           content.del_rcpts)
+        d = self._archive(result)
+        if d.final:
+            answer = self._answer(d)
+            if answer.final:
+                return EomResult(answer)
         queue_id = macro("i") or "-"
         log.info("ACCEPT: %d recipient%s, queue id %s", len(self.recipients),
                  "" if len(self.recipients) == 1 else "s", escape(queue_id))
         self.in_transaction = False
-        return EomResult(CONTINUE, tuple(edits))
+        return result
+
+    def _archive(self, result: EomResult) -> Decision:
+        """Append the message as it will be delivered to the archive; a
+        failure is a temporary one (the MTA keeps the message and retries)."""
+        archive = self.services.archive
+        if archive is None:
+            return CONTINUE
+        spool = self._spool()
+        headers = apply_edits(spool.headers, result.edits)
+        body = result.body or spool.body
+        sender = self.sender.mailbox if self.sender is not None else ""
+        try:
+            where = archive.append(sender, headers, body, self.services.clock.now())
+        except Exception as exc:  # ArchiveError, and any I/O surprise: never lose mail
+            return Decision.tempfail(
+                "archive", "Cannot archive your message now; try again later.",
+                log=f"archive: {exc}")
+        log.info("ARCHIVE: %s", escape(where))
+        return CONTINUE
 
     def abort(self) -> None:
         self._reset_message()
+
+    def close(self) -> None:
+        self._close_spool()
 
     # --- helpers -------------------------------------------------------------------
 

@@ -108,15 +108,14 @@ def feed(h: Harness, sender: str = "a@b.example", message: bytes = MESSAGE) -> i
 
 # --- negotiation -------------------------------------------------------------------------
 
-def test_header_is_noreply_and_unused_callbacks_are_not_asked_for(
+def test_header_and_body_are_noreply_and_every_stage_is_asked_for(
         use_factory: UseFactory) -> None:
     h = Harness(use_factory)
     assert h.ctx._connect("client.example.net", "client.example.net", OUTSIDE) == Milter.CONTINUE
     proto = h.ctx._protocol
-    assert proto & Milter.P_NR_HDR  # header never answers
-    assert proto & Milter.P_NOEOH and proto & Milter.P_NOBODY  # not overridden
+    assert proto & Milter.P_NR_HDR and proto & Milter.P_NR_BODY  # they never answer
     for step in (Milter.P_NOCONNECT, Milter.P_NOHELO, Milter.P_NOMAIL, Milter.P_NORCPT,
-                 Milter.P_NODATA, Milter.P_NOHDRS):
+                 Milter.P_NODATA, Milter.P_NOHDRS, Milter.P_NOEOH, Milter.P_NOBODY):
         assert not proto & step
     assert h.ctx._envfrom("<a@b.example>") == Milter.CONTINUE
     assert h.ctx._envrcpt("<bob@example.com>") == Milter.CONTINUE

@@ -14,9 +14,9 @@ from Milter.policy.address import Address, parse_address
 from Milter.policy.checks import CheckSettings
 from Milter.policy.connection import Connection, ConnectionSettings, IpList
 from Milter.policy.decision import CONTINUE, AccessKind, AccessValue, Action, Decision
+from Milter.policy.edits import HeaderEdit
 from Milter.policy.pipeline import (
     CbvRequest,
-    HeaderEdit,
     PolicySettings,
     Services,
     SmtpSession,
