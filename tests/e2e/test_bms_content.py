@@ -256,6 +256,7 @@ def test_20mb_message_passes_with_bounded_memory(postfix: Postfix, bms: BmsDaemo
     client.close_politely()
     assert t.data is not None and t.data.code == 250, t
     growth_kb = _rss_peak_kb(bms.proc.pid) - before
+    print(f"20 MB message: bms peak RSS {before} kB -> +{growth_kb} kB")  # shown with -s
     assert growth_kb < 10 * 1024, f"peak RSS grew by {growth_kb} kB"
     m = postfix.message(mid, timeout=60)
     parsed = mailbox.mboxMessage(b"\n".join(f"{n}: {v}".encode() for n, v in m.headers)

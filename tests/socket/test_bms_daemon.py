@@ -4,6 +4,8 @@ here are internal (no SPF) or refused before SPF."""
 
 from __future__ import annotations
 
+import os
+import pwd
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -97,6 +99,30 @@ def test_missing_access_file_is_one_line(tmp_path: Path) -> None:
     out = bms("-c", str(cfg), "--check-config")
     assert out.returncode == 1
     assert out.stderr.count("\n") == 1 and "nowhere" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize(("option", "where"), [
+    ({"wiretap": {"archive": "{f}/archive.mbox"}}, "[wiretap] archive"),
+    ({"wiretap": {"archive": "maildir:{f}/box"}}, "[wiretap] archive"),
+    ({"milter": {"tempdir": "{f}/save"}}, "[milter] tempdir"),
+])
+def test_unwritable_archive_or_tempdir_is_one_line_at_startup(
+        tmp_path: Path, option: dict[str, dict[str, str]], where: str) -> None:
+    """Found at startup, not weeks later: the line names the option, the path
+    and the user bms runs as (here the paths lie under a regular file)."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    sections = {k: {o: v.format(f=blocker) for o, v in opts.items()}
+                for k, opts in option.items()}
+    cfg = tmp_path / "c.cfg"
+    cfg.write_text(config_text({"milter": {"socket": "inet:0@127.0.0.1",
+                                           "datadir": str(tmp_path)},
+                                "spf": {"access_file": ""}} | sections))
+    out = bms("-c", str(cfg), "--check-config")
+    assert out.returncode == 1, out
+    assert out.stderr.count("\n") == 1, out.stderr
+    assert where in out.stderr and str(blocker) in out.stderr, out.stderr
+    assert f"user {pwd.getpwuid(os.geteuid()).pw_name}" in out.stderr, out.stderr
 
 
 # --- the running daemon ------------------------------------------------------------
