@@ -5,18 +5,23 @@ end of message), with fakes for the outside world and a fixed SPF result."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from io import BytesIO
+from pathlib import Path
+from typing import Any
 
 import pytest
 from fakes import FakeAccess, FakeClock, FakeStore
 
 import Milter
 from Milter import testctx
+from Milter.content.defang import DefangSettings
 from Milter.glue import BmsMilter
 from Milter.policy.address import Address, parse_address
 from Milter.policy.checks import CheckSettings
 from Milter.policy.connection import Connection, ConnectionSettings, IpList
 from Milter.policy.decision import CONTINUE, AccessKind, AccessValue, Decision
+from Milter.policy.message import MessageSettings
 from Milter.policy.pipeline import (
     CbvRequest,
     PolicySettings,
@@ -24,8 +29,10 @@ from Milter.policy.pipeline import (
     SmtpSession,
     SpfResult,
 )
+from Milter.policy.recipients import RecipientSettings, address_set
 from Milter.protocol import constants as C
 from Milter.protocol import replies as R
+from Milter.spool import save_original
 
 from .helpers import UseFactory
 
@@ -276,3 +283,39 @@ def test_zombie_reply_with_a_very_long_domain_is_still_a_reject(
     assert h.ctx._connect("pc.example.com", "pc", INSIDE) == Milter.CONTINUE
     assert h.ctx._envfrom("<debby@" + "x" * 1000 + ".example>") == Milter.REJECT
     assert h.ctx._reply is not None and h.ctx._reply[:2] == ("550", "5.7.1")
+
+
+# --- content stage: body replacement, header changes, recipients -------------------------
+
+ATTACHMENT_MESSAGE = (b"From: a@b.example\nTo: bob@example.com\nSubject: tool\nMIME-Version: 1.0\n"
+                      b"Content-Type: application/octet-stream; name=\"tool.exe\"\n"
+                      b"Content-Transfer-Encoding: base64\n\nTVqQAAMAAAAEAAAA\n")
+
+
+def test_a_message_that_is_the_attachment_gets_new_headers_body_and_recipients(
+        use_factory: UseFactory, tmp_path: Path) -> None:
+    settings = PolicySettings(connection=SETTINGS.connection, checks=SETTINGS.checks,
+                              message=MessageSettings(
+                                  defang=DefangSettings(banned_exts=frozenset({"exe"})),
+                                  recipients=RecipientSettings(
+                                      wiretap_users=address_set(["a@b.example"], False),
+                                      wiretap_dest="spy@example.com")))
+    h = Harness(use_factory, settings=settings)
+    saved: list[str] = []
+
+    def save(spool: Any) -> str:
+        saved.append(save_original(spool, str(tmp_path)))
+        return saved[-1]
+
+    assert h.ctx._connect("client.example.net", "client.example.net", OUTSIDE) == Milter.CONTINUE
+    h.session.services = replace(h.session.services, save=save)
+    assert feed(h, message=ATTACHMENT_MESSAGE) == Milter.CONTINUE
+    replies = h.ctx._replies
+    changed = {r.name: r.value for r in replies if isinstance(r, R.ChangeHeader)}
+    assert changed[b"Content-Type"].startswith(b"text/plain")
+    assert changed[b"Content-Transfer-Encoding"] == b"7bit"
+    bodies = [r for r in replies if isinstance(r, R.ReplaceBody)]
+    new = b"".join(r.chunk for r in bodies)
+    assert b"tool.exe" in new and saved[0].encode() in new and b"TVqQ" not in new
+    assert any(isinstance(r, R.AddRcpt) and r.rcpt == b"<spy@example.com>" for r in replies)
+    assert h.ctx._bodyreplaced and h.ctx._addrcpt == [("<spy@example.com>", None)]
