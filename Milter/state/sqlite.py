@@ -9,6 +9,8 @@ import threading
 from pathlib import Path
 
 from ..policy.address import domain_parents
+from ..policy.greylist import GreylistKey, GreylistSettings, GreylistVerdict
+from . import greylist as _greylist
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bans (
@@ -32,6 +34,15 @@ CREATE TABLE IF NOT EXISTS cache (
 """
 
 
+def _storable(text: str) -> str:
+    """``text`` with surrogate-escaped 8-bit bytes as ``\\xNN`` (valid UTF-8)."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 class SqliteStore:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -46,6 +57,7 @@ class SqliteStore:
         db = self._connect()
         try:
             db.executescript(_SCHEMA)
+            db.executescript(_greylist.SCHEMA)
         finally:
             db.close()
 
@@ -73,19 +85,21 @@ class SqliteStore:
             self._local.db = None
 
     # --- bans -----------------------------------------------------------------------
+    # Text from the wire may carry 8-bit bytes as surrogate escapes, which
+    # SQLite cannot store: every key and value goes through _storable().
 
     def _ban(self, kind: str, key: str, until: float, reason: str) -> None:
         self._db().execute(
             "INSERT INTO bans(kind, key, until, reason) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(kind, key) DO UPDATE SET until = max(until, excluded.until), "
-            "reason = excluded.reason", (kind, key, until, reason))
+            "reason = excluded.reason", (kind, _storable(key), until, _storable(reason)))
 
     def ban_ip(self, ip: str, until: float, reason: str) -> None:
         self._ban("ip", ip, until, reason)
 
     def ip_banned(self, ip: str, now: float) -> bool:
         row = self._db().execute("SELECT 1 FROM bans WHERE kind = 'ip' AND key = ? AND until > ?",
-                                 (ip, now)).fetchone()
+                                 (_storable(ip), now)).fetchone()
         return row is not None
 
     def ban_domain(self, domain: str, until: float, reason: str) -> None:
@@ -94,7 +108,7 @@ class SqliteStore:
     def domain_banned(self, domain: str, now: float) -> bool:
         """``x.y`` bans exactly x.y; ``*.x.y`` bans every name below x.y."""
         d = domain.lower()
-        keys = [d] + [f"*.{parent}" for parent in domain_parents(d)[1:]]
+        keys = [_storable(k) for k in [d] + [f"*.{p}" for p in domain_parents(d)[1:]]]
         marks = ",".join("?" * len(keys))
         row = self._db().execute(
             f"SELECT 1 FROM bans WHERE kind = 'domain' AND key IN ({marks}) AND until > ?",
@@ -111,14 +125,14 @@ class SqliteStore:
 
     def cache_get(self, kind: str, key: str, now: float) -> str | None:
         row = self._db().execute("SELECT value FROM cache WHERE kind = ? AND key = ? "
-                                 "AND until > ?", (kind, key, now)).fetchone()
+                                 "AND until > ?", (kind, _storable(key), now)).fetchone()
         return None if row is None else str(row[0])
 
     def cache_put(self, kind: str, key: str, value: str, until: float) -> None:
         self._db().execute(
             "INSERT INTO cache(kind, key, until, value) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(kind, key) DO UPDATE SET until = excluded.until, "
-            "value = excluded.value", (kind, key, until, value))
+            "value = excluded.value", (kind, _storable(key), until, _storable(value)))
 
     # --- counters ---------------------------------------------------------------------
 
@@ -137,3 +151,14 @@ class SqliteStore:
             db.execute("ROLLBACK")
             raise
         return first
+
+    # --- greylisting ------------------------------------------------------------------
+
+    def greylist(self, key: GreylistKey, now: float,
+                 settings: GreylistSettings) -> GreylistVerdict:
+        """One attempt of the triplet ``key``, atomic across threads and processes."""
+        return _greylist.greylist(self._db(), key, now, settings)
+
+    def purge_greylist(self, now: float, settings: GreylistSettings) -> int:
+        """Delete expired greylist records; the number removed."""
+        return _greylist.purge(self._db(), now, settings)

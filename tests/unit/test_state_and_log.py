@@ -143,3 +143,18 @@ def test_a_store_opened_before_fork_works_in_the_child(tmp_path: Path) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert store.reserve("n", 5) == 6 and store.ip_banned("192.0.2.9", 0)
+
+
+def test_sqlite_store_takes_8bit_text_from_the_wire(tmp_path: Path) -> None:
+    """A surrogate-escaped 8-bit address (as pymilter hands it over) is stored
+    and found again, not a UnicodeEncodeError into TEMPFAIL."""
+    from Milter.state.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "s.sqlite")
+    key = "caf\udce9@example.test"
+    store.cache_put("cbv", key, "v\udcff", 200.0)
+    assert store.cache_get("cbv", key, 100.0) == "v\\xff"
+    store.ban_domain("ex\udce9.test", 200.0, "r\udce9")
+    assert store.domain_banned("ex\udce9.test", 100.0)
+    store.ban_ip("1.2.3.4\udcff", 200.0, "x")
+    assert store.ip_banned("1.2.3.4\udcff", 100.0)

@@ -1,0 +1,222 @@
+"""The cluster state store: Redis, shared by several MX hosts (SPEC §6).
+
+:class:`RedisStore` has the public methods of
+:class:`Milter.state.sqlite.SqliteStore`.  Keys start with ``bms:``
+(``bms:ban:ip:<ip>``, ``bms:ban:domain:<name>``, ``bms:cache:<kind>:<key>``,
+``bms:counter:<name>``, ``bms:grey:<sha256 of the triplet>``); every record
+carries its expiry and also a Redis TTL, so nothing needs purging.  The
+greylist read-modify-write is one Lua script mirroring
+:func:`Milter.policy.greylist.greylist_step`.  Every Redis error becomes
+:class:`~Milter.policy.greylist.StoreUnavailable` (one line), logged on
+logger ``bms`` as ``STATE: redis unavailable: ...`` at most once per
+``clock_log_interval`` seconds, and ``STATE: redis back`` once it answers
+again.  No retries: a caller is told at once (``socket_timeout``).  Text
+with undecodable bytes (``surrogateescape``) is stored as those bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ..policy.address import domain_parents
+from ..policy.greylist import GreylistKey, GreylistSettings, GreylistVerdict, StoreUnavailable
+
+log = logging.getLogger("bms")
+
+T = TypeVar("T")
+
+PREFIX = "bms:"
+
+# KEYS[1] the record; ARGV now, time, expire, retain (seconds).  Returns
+# {passed 0/1, retry_after as text, count}.  Same rules as greylist_step.
+_GREYLIST_LUA = """
+local now = tonumber(ARGV[1])
+local gtime = tonumber(ARGV[2])
+local expire = tonumber(ARGV[3])
+local retain = tonumber(ARGV[4])
+local rec = redis.call('HMGET', KEYS[1], 'firstseen', 'lastseen', 'count')
+local first = tonumber(rec[1])
+local last = tonumber(rec[2])
+local count = tonumber(rec[3])
+local passed = 0
+local retry = gtime
+if first == nil or last == nil or count == nil or now - last > retain then
+  first = now; count = 0
+elseif now < first + gtime then
+  retry = first + gtime - now
+elseif count > 0 or now <= first + gtime + expire then
+  count = count + 1; passed = 1; retry = 0
+else
+  first = now; count = 0
+end
+redis.call('HSET', KEYS[1], 'firstseen', string.format('%.17g', first),
+           'lastseen', string.format('%.17g', now), 'count', tostring(count),
+           'origin', ARGV[5], 'sender', ARGV[6], 'recipient', ARGV[7])
+redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil(retain * 1000)))
+return {passed, string.format('%.17g', retry), count}
+"""
+
+# KEYS[1] the ban; ARGV until (epoch seconds), reason, TTL in ms.  Keeps the later expiry.
+_BAN_LUA = """
+local old = tonumber(redis.call('HGET', KEYS[1], 'until'))
+local untl = tonumber(ARGV[1])
+if old ~= nil and old > untl then return 0 end
+redis.call('HSET', KEYS[1], 'until', ARGV[1], 'reason', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+return 1
+"""
+
+
+def public_url(url: str) -> str:
+    """``url`` without its password (for logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username}@{host}" if parts.username else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _ttl_ms(until: float) -> int:
+    """Milliseconds from the wall clock to ``until`` (at least 1: Redis refuses 0)."""
+    return max(1, math.ceil((until - time.time()) * 1000))
+
+
+def grey_key(key: GreylistKey) -> str:
+    """``bms:grey:<sha256 hex of the NUL-joined triplet>``."""
+    digest = hashlib.sha256("\0".join(key).encode("utf-8", "surrogateescape")).hexdigest()
+    return f"{PREFIX}grey:{digest}"
+
+
+class RedisStore:
+    def __init__(self, url: str, *, socket_timeout: float = 1.0,
+                 clock_log_interval: float = 60) -> None:
+        self.path = public_url(url)
+        self.clock_log_interval = clock_log_interval
+        self._redis: redis.Redis = redis.Redis.from_url(
+            url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
+            retry=Retry(NoBackoff(), 0), decode_responses=True,
+            encoding_errors="surrogateescape")
+        self._greylist_script = self._redis.register_script(_GREYLIST_LUA)
+        self._ban_script = self._redis.register_script(_BAN_LUA)
+        self._lock = threading.Lock()
+        self._down = False
+        self._last_log: float | None = None
+
+    def close(self) -> None:
+        self._redis.close()
+
+    # --- error handling ---------------------------------------------------------------
+
+    def _call(self, op: Callable[[], T]) -> T:
+        """Run ``op``; a Redis error becomes :class:`StoreUnavailable` (logged, rate-limited)."""
+        try:
+            result = op()
+        except (redis.RedisError, OSError) as exc:
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            self._failed(text)
+            raise StoreUnavailable(f"redis {self.path}: {text}") from exc
+        if self._down:
+            with self._lock:
+                if self._down:
+                    self._down = False
+                    self._last_log = None
+                    log.warning("STATE: redis back")
+        return result
+
+    def _failed(self, text: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._down = True
+            if self._last_log is None or now - self._last_log >= self.clock_log_interval:
+                self._last_log = now
+                log.warning("STATE: redis unavailable: %s: %s", self.path, text)
+
+    # --- bans -------------------------------------------------------------------------
+
+    def _ban(self, kind: str, key: str, until: float, reason: str) -> None:
+        self._call(lambda: self._ban_script(keys=[f"{PREFIX}ban:{kind}:{key}"],
+                                            args=[repr(float(until)), reason, _ttl_ms(until)]))
+
+    def _banned(self, kind: str, keys: list[str], now: float) -> bool:
+        def op() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.hget(f"{PREFIX}ban:{kind}:{key}", "until")
+            return pipe.execute()
+        return any(value is not None and float(value) > now for value in self._call(op))
+
+    def ban_ip(self, ip: str, until: float, reason: str) -> None:
+        self._ban("ip", ip, until, reason)
+
+    def ip_banned(self, ip: str, now: float) -> bool:
+        return self._banned("ip", [ip], now)
+
+    def ban_domain(self, domain: str, until: float, reason: str) -> None:
+        self._ban("domain", domain.lower(), until, reason)
+
+    def domain_banned(self, domain: str, now: float) -> bool:
+        """``x.y`` bans exactly x.y; ``*.x.y`` bans every name below x.y."""
+        d = domain.lower()
+        return self._banned("domain", [d] + [f"*.{p}" for p in domain_parents(d)[1:]], now)
+
+    def purge(self, now: float) -> int:
+        """Nothing to do: Redis expires the keys itself."""
+        return 0
+
+    # --- caches -----------------------------------------------------------------------
+
+    def cache_get(self, kind: str, key: str, now: float) -> str | None:
+        def op() -> list[Any]:
+            return list(self._redis.hmget(f"{PREFIX}cache:{kind}:{key}", ["until", "value"]))
+        until, value = self._call(op)
+        if until is None or value is None or float(until) <= now:
+            return None
+        return str(value)
+
+    def cache_put(self, kind: str, key: str, value: str, until: float) -> None:
+        name = f"{PREFIX}cache:{kind}:{key}"
+
+        def op() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hset(name, mapping={"until": repr(float(until)), "value": value})
+            pipe.pexpire(name, _ttl_ms(until))
+            return pipe.execute()
+        self._call(op)
+
+    # --- counters ---------------------------------------------------------------------
+
+    def reserve(self, name: str, count: int) -> int:
+        """Reserve ``count`` consecutive numbers of counter ``name`` (from 1); the first."""
+        last = int(self._call(lambda: self._redis.incrby(f"{PREFIX}counter:{name}", count)))
+        return last - count + 1
+
+    # --- greylisting ------------------------------------------------------------------
+
+    def greylist(self, key: GreylistKey, now: float,
+                 settings: GreylistSettings) -> GreylistVerdict:
+        """One attempt of the triplet ``key``, atomic on the server (Lua)."""
+        args = [repr(float(now)), repr(settings.time), repr(settings.expire),
+                repr(settings.retain), *key]
+        passed, retry, count = self._call(
+            lambda: self._greylist_script(keys=[grey_key(key)], args=args))
+        return GreylistVerdict(bool(int(passed)), float(retry), int(count))
+
+    def purge_greylist(self, now: float, settings: GreylistSettings) -> int:
+        """Nothing to do: each record's TTL is ``retain``."""
+        return 0
