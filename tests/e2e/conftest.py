@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 from milters.feature_milter import FeatureMilter
 from testbed import Postfix, Sendmail, SmtpClient, StoredMessage, Transaction, start_milter
+from testbed.bms_mta import mta  # noqa: F401 - the bms daemon behind either MTA
 from testbed.milter import RunningMilter
 from testbed.pytest_plugin import *  # noqa: F403 - the e2e skip hook and fixtures
 from testbed.pytest_plugin import require_netns
@@ -165,3 +166,4 @@ def path(request: pytest.FixtureRequest) -> Iterator[MtaPath]:
         p = _sendmail_path(sendmails[parts[2]], parts[1], parts[2])
     yield p
     p.close()
+

@@ -17,13 +17,13 @@ import os
 import re
 import stat
 import zipfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from testbed import Postfix, Sendmail, SmtpClient, StoredMessage, Transaction
+from testbed import Postfix, Sendmail, SmtpClient, Transaction
+from testbed.bms_mta import Mta
 from testbed.bmsd import BmsDaemon
 from testbed.mail import new_message_id
 from testbed.nsd import CLIENT_IP, CLIENT_PTR, Nsd
@@ -65,42 +65,6 @@ def sendmail(bms: BmsDaemon) -> Iterator[Sendmail]:
         yield sm
 
 
-@dataclass
-class Mta:
-    name: str
-    connect: Callable[[], SmtpClient]
-    stored: Callable[[Transaction, str], StoredMessage]
-
-
-@pytest.fixture(params=["postfix", "sendmail"])
-def mta(request: pytest.FixtureRequest) -> Iterator[Mta]:
-    clients: list[SmtpClient] = []
-    if request.param == "postfix":
-        pf: Postfix = request.getfixturevalue("postfix")
-        port = pf.port
-
-        def stored(t: Transaction, mid: str) -> StoredMessage:
-            return pf.message(mid)
-    else:
-        sm: Sendmail = request.getfixturevalue("sendmail")
-        port = sm.port
-
-        def stored(t: Transaction, mid: str) -> StoredMessage:
-            assert t.queue_id, t
-            return sm.queued(t.queue_id)
-
-    def connect() -> SmtpClient:
-        client = SmtpClient("127.0.0.1", port, source_address=(CLIENT_IP, 0))
-        clients.append(client)
-        code, _ = client.ehlo(CLIENT_PTR)
-        assert code == 250
-        return client
-
-    yield Mta(request.param, connect, stored)
-    for c in clients:
-        c.close_politely()
-
-
 def mime_message(mid: str, sender: str, subject: str = "content test",
                  attachment: tuple[str, bytes, str] | None = None) -> bytes:
     msg = EmailMessage()
@@ -126,7 +90,9 @@ def saved_original(bms: BmsDaemon, body: bytes) -> Path:
 
 
 def send(mta: Mta, sender: str, rcpts: list[str], data: bytes) -> Transaction:
-    client = mta.connect()
+    client = mta.connect(CLIENT_IP)
+    code, _ = client.ehlo(CLIENT_PTR)
+    assert code == 250
     t = client.transaction(sender, rcpts, data)
     assert t.mail.code == 250, t
     return t

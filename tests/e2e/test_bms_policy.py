@@ -13,11 +13,12 @@ result, and a per-domain key per result that overrides it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import pytest
-from testbed import Postfix, Sendmail, SmtpClient, StoredMessage, Transaction
+from testbed import Postfix, Sendmail
+from testbed.bms_mta import Mta
 from testbed.bmsd import BmsDaemon
 from testbed.mail import new_message_id
 from testbed.nsd import CLIENT_IP, CLIENT_PTR, INTERNAL_IP, SINK_IP, Nsd
@@ -121,40 +122,6 @@ def sendmail(bms: BmsDaemon) -> Iterator[Sendmail]:
                   milter_timeouts="C:10s;S:20s;R:30s;E:60s") as sm:
         sm.start_daemon()
         yield sm
-
-
-@dataclass
-class Mta:
-    name: str
-    connect: Callable[[str], SmtpClient]
-    stored: Callable[[Transaction, str], StoredMessage]
-
-
-@pytest.fixture(params=["postfix", "sendmail"])
-def mta(request: pytest.FixtureRequest) -> Iterator[Mta]:
-    clients: list[SmtpClient] = []
-    if request.param == "postfix":
-        pf: Postfix = request.getfixturevalue("postfix")
-        port = pf.port
-
-        def stored(t: Transaction, mid: str) -> StoredMessage:
-            return pf.message(mid)
-    else:
-        sm: Sendmail = request.getfixturevalue("sendmail")
-        port = sm.port
-
-        def stored(t: Transaction, mid: str) -> StoredMessage:
-            assert t.queue_id, t
-            return sm.queued(t.queue_id)
-
-    def connect(source: str) -> SmtpClient:
-        client = SmtpClient("127.0.0.1", port, source_address=(source, 0))
-        clients.append(client)
-        return client
-
-    yield Mta(request.param, connect, stored)
-    for c in clients:
-        c.close_politely()
 
 
 def message(mid: str, subject: str = "policy test") -> bytes:
