@@ -22,8 +22,8 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from testbed import Postfix, Sendmail, SmtpClient, Transaction
-from testbed.bms_mta import Mta
+from testbed import Postfix, SmtpClient, Transaction
+from testbed.bms_mta import Mta, sendmail  # noqa: F401 - sendmail -bD in front of bms
 from testbed.bmsd import BmsDaemon
 from testbed.mail import new_message_id
 from testbed.nsd import CLIENT_IP, CLIENT_PTR, Nsd
@@ -55,14 +55,6 @@ def postfix(bms: BmsDaemon) -> Iterator[Postfix]:
                  main_cf={"message_size_limit": str(4 * BIG),
                           "virtual_mailbox_limit": "0"}) as pf:
         yield pf
-
-
-@pytest.fixture(scope="module")
-def sendmail(bms: BmsDaemon) -> Iterator[Sendmail]:
-    with Sendmail(milter=bms.libmilter_spec, milter_name="bms",
-                  milter_timeouts="C:10s;S:20s;R:30s;E:60s") as sm:
-        sm.start_daemon()
-        yield sm
 
 
 def mime_message(mid: str, sender: str, subject: str = "content test",

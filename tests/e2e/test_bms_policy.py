@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import pytest
-from testbed import Postfix, Sendmail
-from testbed.bms_mta import Mta
+from testbed import Postfix
+from testbed.bms_mta import Mta, sendmail  # noqa: F401 - sendmail -bD in front of bms
 from testbed.bmsd import BmsDaemon
 from testbed.mail import new_message_id
 from testbed.nsd import CLIENT_IP, CLIENT_PTR, INTERNAL_IP, SINK_IP, Nsd
@@ -114,14 +114,6 @@ def bms(nsd: Nsd, sink: SmtpSink) -> Iterator[BmsDaemon]:
 def postfix(bms: BmsDaemon) -> Iterator[Postfix]:
     with Postfix(milters=bms.postfix_spec) as pf:
         yield pf
-
-
-@pytest.fixture(scope="module")
-def sendmail(bms: BmsDaemon) -> Iterator[Sendmail]:
-    with Sendmail(milter=bms.libmilter_spec, milter_name="bms",
-                  milter_timeouts="C:10s;S:20s;R:30s;E:60s") as sm:
-        sm.start_daemon()
-        yield sm
 
 
 def message(mid: str, subject: str = "policy test") -> bytes:

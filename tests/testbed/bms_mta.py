@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from .bmsd import BmsDaemon
 from .mail import StoredMessage
 from .postfix import Postfix
 from .sendmail import Sendmail
@@ -24,6 +25,15 @@ class Mta:
     name: str
     connect: Callable[[str], SmtpClient]  # an SMTP session from this source address
     stored: Callable[[Transaction, str], StoredMessage]
+
+
+@pytest.fixture(scope="module")
+def sendmail(bms: BmsDaemon) -> Iterator[Sendmail]:
+    """sendmail -bD in front of the module's ``bms`` daemon (import it into the module)."""
+    with Sendmail(milter=bms.libmilter_spec, milter_name="bms",
+                  milter_timeouts="C:10s;S:20s;R:30s;E:60s") as sm:
+        sm.start_daemon()
+        yield sm
 
 
 @pytest.fixture(params=["postfix", "sendmail"])
