@@ -21,13 +21,21 @@ import threading
 from collections.abc import Sequence
 
 import Milter
-from Milter import connid, lowlevel
+from Milter import connid, lowlevel, metrics, privileges, sdnotify, tempclean
 from Milter.config import DEFAULT_PATH, Config, ConfigError, load_config
 from Milter.glue import BmsMilter
+from Milter.interfaces import StateStore
 from Milter.log import reopen_logs, setup_logging
-from Milter.runtime import Runtime, RuntimeBuildError, build_runtime, describe
+from Milter.pidfile import Pidfile, PidfileError
+from Milter.privileges import PrivilegeError
+from Milter.runtime import (
+    Runtime,
+    RuntimeBuildError,
+    build_runtime,
+    describe,
+    maintain_store,
+)
 from Milter.server import MilterServer, SocketSpecError, parse_socket_spec
-from Milter.state.sqlite import SqliteStore
 
 log = logging.getLogger("bms")
 
@@ -49,9 +57,13 @@ def mta_config_lines(socket_spec: str, name: str) -> list[str]:
         f"sendmail.cf: O InputMailFilters={name}",
         f"sendmail.mc: INPUT_MAIL_FILTER(`{name}', "
         f"`S={socket_spec}, F=T, T=C:5m;S:20s;R:60s;E:5m')",
+        "sendmail.mc: define(`confMILTER_MACROS_CONNECT', "
+        "`j, _, {daemon_name}, {daemon_port}, {if_name}, {if_addr}')",
         f"postfix main.cf: smtpd_milters = {postfix}",
         f"postfix main.cf: non_smtpd_milters = {postfix}",
         "postfix main.cf: milter_default_action = tempfail",
+        "postfix main.cf: milter_connect_macros = j {daemon_name} {daemon_addr} "
+        "{daemon_port} v _",
     ]
 
 
@@ -68,20 +80,24 @@ class Daemon:
         return BmsMilter(self.runtime.session())
 
     def allocate_ids(self, count: int) -> int:
-        return self.runtime.store.reserve("connid", count)
+        return self.runtime.ids.reserve("connid", count)
 
     def reload(self) -> bool:
         """Re-read config, access file and templates; keep the old ones on error."""
         with self._lock:
             try:
                 config = load_config(self.paths)
-                runtime = build_runtime(config, store=self._store_for(config))
+                store = self._store_for(config)
+                runtime = build_runtime(config, store=store,
+                                        ids=self.runtime.ids if store is not None else None)
             except (ConfigError, RuntimeBuildError) as exc:
                 log.error("RELOAD REFUSED: %s; keeping the configuration loaded before", exc)
+                metrics.reload(False)
                 return False
             except Exception:  # a bug: still keep serving with the old configuration
                 log.exception("RELOAD REFUSED: internal error; keeping the configuration "
                               "loaded before")
+                metrics.reload(False)
                 return False
             for section, option in STARTUP_ONLY:
                 if config.get(section, option) != self.config.get(section, option):
@@ -92,9 +108,10 @@ class Daemon:
             self.config, self.runtime = config, runtime
             runtime.access.reload()
             log.info("RELOAD: %s", ", ".join(f"{k} {v}" for k, v in describe(runtime).items()))
+            metrics.reload(True)
             return True
 
-    def _store_for(self, config: Config) -> SqliteStore | None:
+    def _store_for(self, config: Config) -> StateStore | None:
         """The open store, unless the new config names another one."""
         old = self.runtime
         same = (config.get("state", "backend") == old.config.get("state", "backend")
@@ -104,7 +121,9 @@ class Daemon:
 
 # Options read once at startup: the socket is open, the workers forked.
 STARTUP_ONLY = (("milter", "socket"), ("milter", "name"), ("milter", "workers"),
-                ("milter", "logdir"), ("milter", "umask"), ("milter", "timeout"))
+                ("milter", "logdir"), ("milter", "umask"), ("milter", "timeout"),
+                ("milter", "user"), ("milter", "group"), ("milter", "socket_mode"),
+                ("milter", "socket_group"), ("metrics", "listen"))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -115,8 +134,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--check-config", action="store_true",
                    help="validate the configuration (and access file, templates) and exit")
     p.add_argument("--foreground", action="store_true",
-                   help="stay in the foreground (bms never detaches; the init script "
-                        "or systemd runs it in the background)")
+                   help="stay in the foreground (bms never detaches; milter.init starts "
+                        "it in the background and waits for --pidfile, systemd runs it "
+                        "as Type=notify)")
+    p.add_argument("--pidfile", metavar="PATH",
+                   help="lock this file at startup (a second bms with it refuses to "
+                        "start), write the pid into it once serving, remove it at exit")
+    p.add_argument("--user", help="override [milter] user (switch to it after binding "
+                                  "the socket, when started as root)")
+    p.add_argument("--print-dirs", action="store_true",
+                   help="print the directories bms writes to ('KIND PATH' lines: "
+                        "socketdir, datadir, logdir, tempdir) and exit")
     p.add_argument("--print-mta-config", action="store_true",
                    help="print the sendmail and Postfix lines for the socket and exit")
     p.add_argument("--socket", help="override [milter] socket (libmilter syntax)")
@@ -155,43 +183,155 @@ def main(argv: Sequence[str] | None = None) -> int:
             return fail(str(exc), 1)
         print(f"bms: configuration OK ({', '.join(config.files)})")
         return 0
-
     logdir = args.logdir or str(config.get("milter", "logdir") or
                                 config.get("milter", "datadir") or ".")
-    setup_logging(None if logdir == "-" else logdir)
-    for warning in config.warnings:
-        log.warning("config: %s", warning)
+    if args.print_dirs:
+        for kind, path in writable_dirs(config, socket_spec, logdir):
+            print(kind, path)
+        return 0
+    return run_daemon(args, paths, config, socket_spec, logdir, lines)
+
+
+def writable_dirs(config: Config, socket_spec: str, logdir: str) -> list[tuple[str, str]]:
+    """``(kind, absolute path)`` of the directories bms writes to, parents
+    before children: what milter.init creates for the daemon's user."""
+    found: dict[str, str] = {}
+    spec = parse_socket_spec(socket_spec)
+    if spec.is_unix:
+        found[os.path.abspath(os.path.dirname(str(spec.address)))] = "socketdir"
+    for kind, path in (("datadir", str(config.get("milter", "datadir") or ".")),
+                       ("logdir", "" if logdir == "-" else logdir),
+                       ("tempdir", str(config.get("milter", "tempdir") or ""))):
+        if path:
+            found.setdefault(os.path.abspath(path), kind)
+    return [(kind, path) for path, kind in sorted(found.items())]
+
+
+def start_metrics(config: Config) -> str | None:
+    """Serve Prometheus metrics at ``[metrics] listen`` (when set), counting
+    in ``<datadir>/metrics``; returns why that is impossible, or None."""
+    listen = config.get("metrics", "listen")
+    if listen is None:
+        return None
+    directory = os.path.join(os.path.abspath(str(config.get("milter", "datadir") or ".")),
+                             "metrics")
     try:
-        runtime = build_runtime(config)
-    except RuntimeBuildError as exc:
-        log.error("cannot start: %s", exc)
+        endpoint = metrics.start(str(listen), directory)
+    except metrics.MetricsError as exc:
+        return str(exc)
+    log.info("metrics at %s", endpoint.url)
+    return None
+
+
+def run_daemon(args: argparse.Namespace, paths: Sequence[str], config: Config,
+               socket_spec: str, logdir: str, lines: Sequence[str]) -> int:
+    """Bind the socket (as root, if started so), switch to ``[milter] user``,
+    then open the log and build the policy as that user, so every file the
+    daemon creates is the user's.  The pidfile, locked before binding, gets
+    our pid last, with systemd's READY=1: from then on signals work as
+    documented."""
+    try:
+        drop = privileges.plan(args.user or config.get("milter", "user"),
+                               config.get("milter", "group"), euid=os.geteuid())
+        sock = privileges.socket_plan(drop, config.get("milter", "socket_group"),
+                                      config.get("milter", "socket_mode"))
+        pid_file = Pidfile(args.pidfile) if args.pidfile else None
+        if pid_file is not None:
+            pid_file.claim()  # before binding: a running bms keeps its socket
+    except (PrivilegeError, PidfileError) as exc:
         return fail(str(exc))
-    daemon = Daemon(paths, config, runtime)
-    connid.set_allocator(daemon.allocate_ids)
+    daemon: Daemon | None = None
+
+    def make_milter() -> BmsMilter:
+        assert daemon is not None, "connections are accepted once the daemon is built"
+        return daemon.make_milter()
+
     workers = args.workers or int(config.get("milter", "workers"))
     umask = config.get("milter", "umask")
     reg = lowlevel.Registration(
-        name=name, callbacks=dict(Milter.glue_callbacks(daemon.make_milter)),
+        name=str(config.get("milter", "name")),
+        callbacks=dict(Milter.glue_callbacks(make_milter)),
         registered=True, conn=socket_spec, timeout=float(config.get("milter", "timeout")),
         workers=workers, umask=None if umask is None else int(umask),
         exception_policy=EXCEPTION_POLICY[str(config.get("milter", "untrapped_exception"))
                                           .upper()])
     server = MilterServer.from_registration(reg)
-    server.on_reload = daemon.reload
-    server.on_reopen = reopen_logs
-    log.info("bms starting on %s (%d worker%s), pid %d", socket_spec,
-             workers, "" if workers == 1 else "s", os.getpid())
-    log.info("%s", ", ".join(f"{k} {v}" for k, v in describe(runtime).items()))
-    for line in lines:
-        log.info("%s", line)
     try:
         server.open()
-        server.serve_forever()
     except OSError as exc:
-        log.error("cannot run: %s", exc)
+        if pid_file is not None:
+            pid_file.release()
         return fail(f"cannot listen on {socket_spec}: {exc}", 1)
-    log.info("bms stopped")
-    return 0
+    try:
+        try:
+            if server.spec.is_unix and not sock.empty:
+                privileges.apply_socket(str(server.spec.address), sock)
+            if drop.target is not None:
+                privileges.drop(drop.target)
+        except PrivilegeError as exc:
+            return fail(str(exc))
+        try:
+            setup_logging(None if logdir == "-" else logdir)
+        except OSError as exc:
+            return fail(f"cannot write the log in {logdir}: {exc.strerror or exc}")
+        for warning in config.warnings:
+            log.warning("config: %s", warning)
+        if drop.warning:
+            log.warning("%s", drop.warning)
+        if not server.spec.is_unix and not sock.empty:
+            log.warning("[milter] socket_mode and socket_group apply to unix sockets only; "
+                        "ignored for %s", socket_spec)
+        try:
+            runtime = build_runtime(config)
+        except RuntimeBuildError as exc:
+            log.error("cannot start: %s", exc)
+            return fail(str(exc))
+        maintain_store(runtime, str(config.get("milter", "logdir") or "") or None)
+        daemon = built = Daemon(paths, config, runtime)
+        connid.set_allocator(built.allocate_ids)
+        server.on_reload = built.reload
+        server.on_reopen = reopen_logs
+        cleaner = tempclean.TempCleaner(lambda: (
+            str(built.config.get("milter", "tempdir") or ""),
+            float(built.config.get("milter", "tempdir_max_age"))))
+        server.on_tick = cleaner.tick
+        failure = start_metrics(config)  # before the workers are forked
+        if failure is not None:
+            log.error("cannot start: %s", failure)
+            return fail(failure)
+        log.info("bms starting on %s (%d worker%s), pid %d", socket_spec,
+                 workers, "" if workers == 1 else "s", os.getpid())
+        if drop.target is not None:
+            log.info("running as user %s (uid %d, gid %d)", drop.target.name,
+                     drop.target.uid, drop.target.gid)
+        log.info("%s", ", ".join(f"{k} {v}" for k, v in describe(runtime).items()))
+        for line in lines:
+            log.info("%s", line)
+        cleaner.tick()
+        # Announce the daemon only once it answers signals as it will while serving.
+        server.install_signals()
+        if pid_file is not None:
+            try:
+                pid_file.write()
+            except PidfileError as exc:
+                log.error("cannot start: %s", exc)
+                return fail(str(exc))
+        try:
+            sdnotify.notify("READY=1")
+        except OSError as exc:
+            log.warning("cannot notify systemd: %s", exc)
+        try:
+            server.serve_forever()
+        except OSError as exc:
+            log.error("cannot run: %s", exc)
+            return fail(f"cannot serve on {socket_spec}: {exc}", 1)
+        log.info("bms stopped")
+        return 0
+    finally:
+        server.close()
+        metrics.stop()
+        if pid_file is not None:
+            pid_file.release()
 
 
 if __name__ == "__main__":

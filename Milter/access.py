@@ -209,6 +209,10 @@ def _as_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         t = t[1:-1]
     if t.startswith("ipv6:"):
         t = t[5:]
+    # Only digits and dots (IPv4) or a colon (IPv6) can parse: skip the two
+    # exceptions ip_address() raises for every mail address and domain.
+    if ":" not in t and not t.replace(".", "").isdigit():
+        return None
     try:
         return ipaddress.ip_address(t)
     except ValueError:

@@ -19,9 +19,11 @@ import logging
 import socket
 import tempfile
 from collections.abc import Callable
+from time import perf_counter
 from typing import IO, Any, Final
 
 from . import lowlevel as L
+from . import metrics
 from .protocol import commands as cmd
 from .protocol import constants as C
 from .protocol import replies as R
@@ -194,11 +196,14 @@ class Context:
         fn = self._callbacks.get(name)
         if fn is None:
             return L.CONTINUE, False
+        started = perf_counter()
         try:
             rc = fn(self, *args)
         except Exception:
             self.log.exception("untrapped exception in %s callback", name)
             return self._exception_policy(), True
+        finally:
+            metrics.callback(name, perf_counter() - started)  # a no-op unless turned on
         if name in ("abort", "close"):
             return L.CONTINUE, False
         if not isinstance(rc, int) or (

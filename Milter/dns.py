@@ -31,6 +31,7 @@ Temporary errors are never cached.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import threading
@@ -57,6 +58,7 @@ import dns.resolver
 import dns.reversename
 import dns.rrset
 
+from . import metrics
 from .interfaces import DnsTempError
 
 log = logging.getLogger(__name__)
@@ -200,6 +202,20 @@ def to_name(text: str) -> dns.name.Name | None:
         return None
 
 
+_KEY_TEXT_MAX = 300  # longer text is no DNS name (255 octets) worth remembering
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_and_key(text: str) -> tuple[dns.name.Name, str] | None:
+    """``to_name(text)`` and its cache-key text (canonical form), remembered:
+    every message asks for the same few names, and building a ``dns.name.Name``
+    costs more than the cache lookup it is for."""
+    qname = to_name(text)
+    if qname is None:
+        return None
+    return qname, qname.canonicalize().to_text()
+
+
 def _has_soa(response: dns.message.Message) -> bool:
     return any(r.rdtype == dns.rdatatype.SOA for r in response.authority)
 
@@ -271,10 +287,15 @@ class DnsResolver:
     # ---------------------------------------------------------------- internals
 
     def _lookup(self, name: str, rdtype: RdataType) -> Records:
-        qname = to_name(name)
-        if qname is None:
+        if len(name) <= _KEY_TEXT_MAX:
+            found = _name_and_key(name)
+        else:
+            qname = to_name(name)
+            found = None if qname is None else (qname, qname.canonicalize().to_text())
+        if found is None:
             return ()
-        key = (int(rdtype), qname.canonicalize().to_text())
+        qname, text = found
+        key = (int(rdtype), text)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
@@ -283,6 +304,24 @@ class DnsResolver:
         self._cache.put(key, records, min(ttl, cap))
         return records
 
+    def _query(self, qname: dns.name.Name, rdtype: RdataType) -> dns.resolver.Answer:
+        """One lookup at the servers, timed for the metrics."""
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            answer = self._backend.resolve(qname, rdtype, search=False,
+                                           raise_on_no_answer=False)
+            outcome = "answer" if answer.rrset is not None else "nodata"
+            return answer
+        except dns.resolver.NXDOMAIN:
+            outcome = "nxdomain"
+            raise
+        except dns.exception.Timeout:
+            outcome = "timeout"
+            raise
+        finally:
+            metrics.dns(time.perf_counter() - started, outcome, rdtype.name)
+
     def _resolve(self, qname: dns.name.Name, rdtype: RdataType) -> tuple[Records, int, bool]:
         """``(records, ttl, positive)``; raises DnsTempError."""
         ttl = 2**31 - 1
@@ -290,8 +329,7 @@ class DnsResolver:
         current = qname
         for _hop in range(MAX_CNAME + 1):
             try:
-                answer = self._backend.resolve(current, rdtype, search=False,
-                                               raise_on_no_answer=False)
+                answer = self._query(current, rdtype)
             except dns.resolver.NXDOMAIN as exc:
                 return (), min(ttl, _negative_ttl(exc)), False
             except dns.exception.Timeout as exc:

@@ -88,6 +88,8 @@ class BmsMilter(Milter.Base):
             while chunk := result.body.read(BODY_CHUNK):
                 self.replacebody(chunk)
             result.body.close()
+        if result.new_sender is not None:
+            self.chgfrom(result.new_sender)
         for rcpt in result.del_rcpts:
             self.delrcpt(rcpt)
         for rcpt in result.add_rcpts:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import IO, Protocol
 
 from .policy.decision import AccessValue
+from .policy.greylist import GreylistKey, GreylistSettings, GreylistVerdict
 
 
 class DnsTempError(Exception):
@@ -62,6 +63,73 @@ class BanStore(Protocol):
     def ban_domain(self, domain: str, until: float, reason: str) -> None: ...
 
     def domain_banned(self, domain: str, now: float) -> bool: ...
+
+
+class AddressLists(Protocol):
+    """The auto-whitelist and the blacklist (the state store; ``Milter.state.lists``).
+
+    ``kind`` is ``"whitelist"`` or ``"blacklist"`` (anything else: ValueError).
+    An entry is a full address or a bare domain, stored lowercased."""
+
+    def list_add(self, kind: str, entry: str, until: float) -> None:
+        """Add ``entry`` until ``until`` (``math.inf``: a manual entry that never
+        expires); re-adding keeps the later expiry; an empty entry is ignored."""
+        ...
+
+    def listed(self, kind: str, address: str, now: float) -> bool:
+        """The address (case-insensitive) or its domain (after the last ``@``) has an
+        unexpired entry.  A bare domain matches only itself, not its parents."""
+        ...
+
+    def list_remove(self, kind: str, entry: str) -> None:
+        """Remove ``entry`` (nothing happens when it is not there)."""
+        ...
+
+
+class StateStore(BanStore, AddressLists, Protocol):
+    """Everything the state store offers (SPEC §6): SQLite
+    (``Milter.state.sqlite``) or Redis (``Milter.state.redis``), the same
+    semantics, checked by one contract test suite.
+
+    Times are seconds since the epoch, passed in by the caller; an expiry of
+    ``math.inf`` never expires.  A backend that cannot answer raises
+    ``Milter.policy.greylist.StoreUnavailable`` (Redis) or ``sqlite3.Error``.
+    Text may carry 8-bit bytes as surrogate escapes."""
+
+    path: str
+    """Where the state lives, for logs (a Redis URL without its password)."""
+
+    def purge(self, now: float) -> int:
+        """Delete expired bans, cache and list entries; the number removed
+        (0 for a backend whose records expire by themselves)."""
+        ...
+
+    def cache_get(self, kind: str, key: str, now: float) -> str | None:
+        """The unexpired value cached under ``(kind, key)``, or None."""
+        ...
+
+    def cache_put(self, kind: str, key: str, value: str, until: float) -> None:
+        """Cache ``value`` until ``until``, replacing what was there."""
+        ...
+
+    def reserve(self, name: str, count: int) -> int:
+        """Reserve ``count`` consecutive numbers (from 1) of counter ``name``; the
+        first.  Never handed out twice, across processes, hosts and restarts."""
+        ...
+
+    def greylist(self, key: GreylistKey, now: float,
+                 settings: GreylistSettings) -> GreylistVerdict:
+        """One attempt of the triplet ``key``, atomically (``greylist_step``)."""
+        ...
+
+    def purge_greylist(self, now: float, settings: GreylistSettings) -> int:
+        """Delete greylist records the next attempt would start afresh; the number
+        removed (0 for a backend whose records expire by themselves)."""
+        ...
+
+    def close(self) -> None:
+        """Close the connection (SQLite: this thread's; it reopens when used again)."""
+        ...
 
 
 class Archive(Protocol):

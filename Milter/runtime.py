@@ -17,9 +17,11 @@ import logging
 import os
 import pwd
 import socket
+import sqlite3
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from .access import AccessFile
@@ -27,31 +29,39 @@ from .archive import Archive, ArchiveError, open_archive
 from .config import Config
 from .content.defang import DefangSettings
 from .dns import DnsResolver, DnsSettings
-from .policy import dynip
+from .interfaces import StateStore
+from .policy import dsnreply, dynip
 from .policy.cbv import CallbackVerifier, CbvSettings
 from .policy.checks import CheckSettings
 from .policy.connection import ConnectionSettings, IpList
 from .policy.content import content_settings
 from .policy.decision import AccessValue
 from .policy.dsn import TemplateError, load_templates
+from .policy.greylist import StoreUnavailable
 from .policy.message import MessageSettings, Saver
 from .policy.pipeline import PolicySettings, Services, SmtpSession
 from .policy.recipients import RecipientSettings, address_set, smart_aliases_from
 from .policy.reputation import ReputationSettings
 from .policy.spf import SpfPolicy, SpfSettings
 from .policy.spfquery import SpfResolver
+from .runtime_features import RuntimeBuildError as RuntimeBuildError
+from .runtime_features import (
+    datadir_path,
+    dkim_settings,
+    greylist_settings,
+    srs_from,
+)
+from .runtime_features import words as _words
 from .smtpclient import SmtplibTransport, SmtpTransport
 from .spool import MessageSpool, save_original
 from .state.cbvcache import StoreCbvCache
+from .state.legacy import import_legacy
+from .state.redis import RedisStore, public_url
 from .state.sqlite import SqliteStore
 
 log = logging.getLogger("bms")
 
 DEFAULT_STATE_FILE = "bms.sqlite"
-
-
-class RuntimeBuildError(Exception):
-    """The configuration loaded but cannot be put to work (one line)."""
 
 
 class SystemClock:
@@ -64,27 +74,12 @@ class Runtime:
     config: Config
     settings: PolicySettings
     services: Services
-    store: SqliteStore
+    store: StateStore
+    ids: SqliteStore  # connection ids (local to this host)
     access: AccessFile | NoAccess
 
     def session(self) -> SmtpSession:
         return SmtpSession(self.settings, self.services)
-
-
-def _words(value: object) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return tuple(w for w in value.replace(",", " ").split() if w)
-    if isinstance(value, Iterable):
-        return tuple(str(w).strip() for w in value if str(w).strip())
-    return (str(value),)
-
-
-def datadir_path(config: Config, path: str) -> str:
-    """A data file named in the config: absolute, or relative to datadir."""
-    datadir = str(config.get("milter", "datadir") or "")
-    return path if os.path.isabs(path) or not datadir else os.path.join(datadir, path)
 
 
 def address_sets(config: Config, entries: Iterable[str], option: str,
@@ -145,6 +140,9 @@ def policy_settings(config: Config) -> PolicySettings:
         log_headers=bool(g("milter", "log_headers")),
         supply_sender=bool(g("spf", "supply_sender")),
         message=message_settings(config),
+        greylist=greylist_settings(config),
+        dkim=dkim_settings(config),
+        email_providers=frozenset(d.lower() for d in _words(g("milter", "email_providers"))),
     )
 
 
@@ -302,17 +300,35 @@ def spf_settings(config: Config) -> SpfSettings:
     )
 
 
-def open_store(config: Config) -> SqliteStore:
-    backend = str(config.get("state", "backend") or "")
-    scheme, _, rest = backend.partition(":")
-    if backend and scheme != "sqlite":
-        raise RuntimeBuildError(
-            f"[state] backend: {backend!r} is not available yet (expected sqlite:PATH)")
-    path = datadir_path(config, rest or DEFAULT_STATE_FILE)
+def _sqlite(config: Config, path: str) -> SqliteStore:
+    path = datadir_path(config, path or DEFAULT_STATE_FILE)
     try:
         return SqliteStore(path)
     except (OSError, Exception) as exc:  # sqlite3.Error, permission problems
         raise RuntimeBuildError(f"[state] backend: cannot open {path}: {exc}") from None
+
+
+def open_store(config: Config) -> StateStore:
+    """``[state] backend``: ``sqlite:PATH`` (relative to datadir) or
+    ``redis://host:port/db`` (shared by every MX host; connected lazily, so a
+    Redis that is down at startup only tempfails greylisting until it is back)."""
+    backend = str(config.get("state", "backend") or "")
+    scheme, _, rest = backend.partition(":")
+    if scheme in ("redis", "rediss", "unix"):
+        try:
+            return RedisStore(backend)
+        except (ValueError, TypeError) as exc:
+            raise RuntimeBuildError(f"[state] backend: {public_url(backend)}: {exc}") from None
+    if backend and scheme != "sqlite":
+        raise RuntimeBuildError(
+            f"[state] backend: expected sqlite:PATH or redis://HOST:PORT/DB, got {backend!r}")
+    return _sqlite(config, rest)
+
+
+def id_store(config: Config, store: StateStore) -> SqliteStore:
+    """Where connection ids come from: the SQLite store, or with Redis a
+    local SQLite file (ids are per host, and must not stop when Redis does)."""
+    return store if isinstance(store, SqliteStore) else _sqlite(config, DEFAULT_STATE_FILE)
 
 
 class NoAccess:
@@ -338,16 +354,18 @@ def open_access(config: Config) -> AccessFile | NoAccess:
         raise RuntimeBuildError(f"[spf] access_file: {exc}") from None
 
 
-def build_runtime(config: Config, *, store: SqliteStore | None = None,
+def build_runtime(config: Config, *, store: StateStore | None = None,
+                  ids: SqliteStore | None = None,
                   resolver: SpfResolver | None = None,
                   transport: SmtpTransport | None = None,
                   hostname: str | None = None) -> Runtime:
-    """Everything the policy needs, from ``config``; ``store`` (kept across
-    reloads), ``resolver`` and ``transport`` may be given (tests)."""
+    """Everything the policy needs, from ``config``; ``store`` and ``ids``
+    (kept across reloads), ``resolver`` and ``transport`` may be given (tests)."""
     clock = SystemClock()
     settings = policy_settings(config)
     access = open_access(config)
     store = store or open_store(config)
+    ids = ids or id_store(config, store)
     if resolver is None:
         resolver = DnsResolver(dns_settings(config))
     datadir = str(config.get("milter", "datadir") or "") or None
@@ -355,16 +373,41 @@ def build_runtime(config: Config, *, store: SqliteStore | None = None,
         templates = load_templates(datadir)
     except TemplateError as exc:
         raise RuntimeBuildError(f"DSN template: {exc}") from None
+    srs = srs_from(config, clock.now)
     cbv = CallbackVerifier(
         CbvSettings(hostname=hostname or socket.getfqdn(),
                     timeout=float(config.get("milter", "cbv_timeout")), datadir=datadir),
         resolver, transport or SmtplibTransport(), clock, StoreCbvCache(store, clock),
-        templates)
+        templates, message_id=None if srs is None else partial(dsnreply.message_id, srs))
     spf = SpfPolicy(spf_settings(config), resolver, access)
     services = Services(access=access, store=store, clock=clock, resolver=resolver,
                         spf=spf, cbv=cbv, is_dynamic=dynip.is_dynamic,
-                        archive=archive_from(config), save=tempdir_saver(config))
-    return Runtime(config, settings, services, store, access)
+                        archive=archive_from(config), save=tempdir_saver(config), srs=srs)
+    return Runtime(config, settings, services, store, ids, access)
+
+
+def maintain_store(runtime: Runtime, logdir: str | None) -> None:
+    """At startup: import the old bms files (``banned_ips*``,
+    ``banned_domains*``, ``auto_whitelist.log``, ``blacklist.log`` in logdir)
+    once, and purge expired records.  A store that is down is only logged."""
+    store, now = runtime.store, time.time()
+    try:
+        if logdir:
+            done = import_legacy(store, logdir, now, runtime.settings.reputation.ban_days)
+            for warning in done.warnings:
+                log.warning("legacy import: %s", warning)
+            if done.files:
+                log.info("%s", done.summary())
+        purged = store.purge(now)
+        greylist = runtime.settings.greylist
+        if greylist is not None:
+            purged_grey = store.purge_greylist(now, greylist)
+            if purged_grey:
+                log.info("Expired %d greylist records.", purged_grey)
+        if purged:
+            log.info("Expired %d bans, list and cache entries.", purged)
+    except (StoreUnavailable, OSError, sqlite3.Error) as exc:
+        log.warning("state store maintenance skipped: %s", exc)
 
 
 def describe(runtime: Runtime) -> Mapping[str, str]:
@@ -372,4 +415,8 @@ def describe(runtime: Runtime) -> Mapping[str, str]:
     cfg = runtime.config
     return {"config": ", ".join(cfg.files), "access": runtime.access.path,
             "state": runtime.store.path,
+            "greylist": "on" if runtime.settings.greylist else "off",
+            "srs": "on" if runtime.services.srs else "off",
+            "dkim signing": (runtime.settings.dkim.domain if runtime.settings.dkim else "")
+            or "off",
             "dry_run": "yes" if runtime.settings.dry_run else "no"}

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from . import connid
+from . import connid, metrics
 from .protocol.errors import PeerError
 
 if TYPE_CHECKING:
@@ -52,6 +52,44 @@ class ContextLike(Protocol):
 
 
 ContextFactory = Callable[[Callable[[bytes], object], str], ContextLike]
+
+
+class _Live:
+    """A connection being served.  Its thread holds ``lock`` while it handles
+    what the MTA sent, so stop() can close it only while it waits between
+    messages (libmilter's ST_IN_MAIL is the transaction; end of message
+    counts too, until the verdict is sent)."""
+
+    __slots__ = ("closing", "ctx", "lock", "sock")
+
+    def __init__(self, sock: socket.socket, ctx: ContextLike) -> None:
+        self.sock = sock
+        self.ctx = ctx
+        self.lock = threading.Lock()
+        self.closing = False
+
+    @property
+    def idle(self) -> bool:
+        return not getattr(self.ctx.session, "in_transaction", False)
+
+    def close_if_idle(self) -> bool:
+        """Shut the socket down if no command is being handled and no
+        transaction is open: the thread's recv() then sees EOF.  The MTA
+        treats the next message as the milter being unavailable (Postfix and
+        sendmail: the configured default action, tempfail)."""
+        if self.closing or not self.lock.acquire(blocking=False):
+            return False
+        try:
+            if not self.idle:
+                return False
+            self.closing = True
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return True
+        finally:
+            self.lock.release()
 
 
 class SocketSpecError(ValueError):
@@ -155,6 +193,9 @@ class MilterServer:
         # SIGUSR1: on_reopen() (reopen log files).
         self.on_reload = on_reload
         self.on_reopen = on_reopen
+        # Called about once a second from the main loop of the process that
+        # owns the socket (never in a worker): periodic housekeeping.
+        self.on_tick: Callable[[], object] | None = None
         self.listener: socket.socket | None = None
         self._stopping = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
@@ -163,6 +204,7 @@ class MilterServer:
         self._threads_lock = threading.Lock()
         self._waiting = 0  # threads blocked in accept()
         self._busy = 0  # threads serving a connection
+        self._live: set[_Live] = set()  # their connections (stop() closes idle ones)
         self._socket_identity: tuple[int, int] | None = None
         self._children: dict[int, int] = {}  # pid -> worker index
         self.running = False
@@ -259,6 +301,12 @@ class MilterServer:
         except OSError:
             pass
 
+    def install_signals(self) -> None:
+        """Install the handlers now (serve_forever does it too): a daemon that
+        announces itself (pidfile, sd_notify) before serving must already
+        answer SIGTERM/SIGHUP/SIGUSR1 the way it will while serving."""
+        self._install_signals()
+
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
@@ -305,6 +353,19 @@ class MilterServer:
         if not self._children_mode:
             self._remove_socket_file()
 
+    def close(self) -> None:
+        """Close the listening socket and remove its file, for a server that
+        was opened but will not (or no longer) serve."""
+        self._close_listener()
+
+    def _tick(self) -> None:
+        if self.on_tick is None or self._children_mode:
+            return
+        try:
+            self.on_tick()
+        except Exception:  # housekeeping must never stop the server
+            log.exception("internal error in periodic housekeeping")
+
     _children_mode = False  # True in a forked worker: the parent owns the socket file
 
     def _serve_until_stopped(self) -> None:
@@ -313,7 +374,7 @@ class MilterServer:
         with self._threads_lock:
             self._start_acceptor()
         while not self._stopping.wait(1.0):
-            pass
+            self._tick()
         self._close_listener()  # refuse new connections while draining
         self._drain()
 
@@ -334,6 +395,11 @@ class MilterServer:
                 except OSError as exc:
                     if self._stopping.is_set():
                         return
+                    if exc.errno == errno.EINVAL and self._children_mode:
+                        # A sibling worker got SIGTERM first and shut the shared
+                        # socket down; ours is on its way.
+                        self._stopping.wait(1.0)
+                        continue
                     # EMFILE and friends: log, back off a little, keep serving.
                     log.error("accept failed: %s", exc)
                     time.sleep(0.1)
@@ -343,9 +409,11 @@ class MilterServer:
                     self._busy += 1
                     if self._waiting == 0 and not self._stopping.is_set():
                         self._start_acceptor()
+                metrics.connection_opened()
                 try:
                     self._serve_connection(conn)
                 finally:
+                    metrics.connection_closed()
                     with self._threads_lock:
                         self._busy -= 1
                 with self._threads_lock:
@@ -362,6 +430,7 @@ class MilterServer:
         tcp = conn.family in (socket.AF_INET, socket.AF_INET6)
         quickack = _QUICKACK if tcp else None
         ctx: ContextLike | None = None
+        live: _Live | None = None
         writes = 0
 
         def send(data: bytes) -> None:
@@ -379,9 +448,13 @@ class MilterServer:
             if tcp:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             ctx = self.make_context(send, cid)
+            live = _Live(conn, ctx)
+            with self._threads_lock:
+                self._live.add(live)
             recv = conn.recv
             setsockopt = conn.setsockopt
             receive = ctx.receive
+            stopping = self._stopping
             while True:
                 data = recv(RECV_SIZE)
                 if not data:
@@ -392,8 +465,15 @@ class MilterServer:
                     ctx.connection_lost()
                     break
                 before = writes
-                if not receive(data):
-                    break
+                with live.lock:
+                    if stopping.is_set() and live.idle:
+                        # Stopping: no new message on this connection; the MTA
+                        # gets no answer and applies its default (tempfail).
+                        log.info("stopping: MTA connection closed between messages")
+                        ctx.connection_lost()
+                        break
+                    if not receive(data):
+                        break
                 if quickack is not None and writes == before:
                     # Nothing to answer yet: ACK now, so an MTA holding its next
                     # small write for our ACK (Nagle) is not left waiting for
@@ -415,6 +495,9 @@ class MilterServer:
                 except Exception:
                     log.exception("internal error closing the connection")
         finally:
+            if live is not None:
+                with self._threads_lock:
+                    self._live.discard(live)
             conn.close()
 
     def active_connections(self) -> int:
@@ -422,8 +505,17 @@ class MilterServer:
             return self._busy
 
     def _drain(self) -> None:
+        """Let each connection finish the message it is in (at most
+        drain_seconds); connections waiting between messages are closed."""
         deadline = time.monotonic() + self.drain_seconds
+        if self.active_connections():
+            log.info("stopping: %d MTA connections finish their messages (at most %gs)",
+                     self.active_connections(), self.drain_seconds)
         while self.active_connections():
+            with self._threads_lock:
+                live = list(self._live)
+            for session in live:
+                session.close_if_idle()
             if time.monotonic() >= deadline:
                 log.warning("stopping with %d MTA connections still open",
                             self.active_connections())
@@ -475,6 +567,7 @@ class MilterServer:
                 log.error("worker %d exited; starting a new one", dead)
                 self._spawn(dead)
             select.select([self._wake_r], [], [], 0.5)
+            self._tick()
 
     def _reap(self, block: bool) -> int | None:
         try:
@@ -484,4 +577,5 @@ class MilterServer:
             return None
         if pid == 0:
             return None
+        metrics.process_exited(pid)  # its live gauge (active connections) goes
         return self._children.pop(pid, None)

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from Milter.interfaces import DnsTempError
 from Milter.policy.decision import AccessValue
+from Milter.policy.greylist import (
+    GreylistKey,
+    GreylistRecord,
+    GreylistSettings,
+    GreylistVerdict,
+    StoreUnavailable,
+    greylist_step,
+)
 
 
 class FakeResolver:
@@ -40,20 +48,84 @@ class FakeAccess:
 
 
 class FakeStore:
+    """An in-memory :class:`Milter.interfaces.StateStore`; ``down`` makes
+    every call raise StoreUnavailable (Redis stopped)."""
+
+    path = "(memory)"
+
     def __init__(self) -> None:
         self.bans: list[tuple[str, float, str]] = []
+        self.domain_bans: list[tuple[str, float, str]] = []
+        self.lists: dict[tuple[str, str], float] = {}
+        self.cache: dict[tuple[str, str], tuple[str, float]] = {}
+        self.grey: dict[GreylistKey, GreylistRecord] = {}
+        self.counters: dict[str, int] = {}
+        self.down = False
+
+    def _up(self) -> None:
+        if self.down:
+            raise StoreUnavailable("redis redis://fake: Connection refused")
 
     def ban_ip(self, ip: str, until: float, reason: str) -> None:
+        self._up()
         self.bans.append((ip, until, reason))
 
     def ip_banned(self, ip: str, now: float) -> bool:
+        self._up()
         return any(b[0] == ip and b[1] > now for b in self.bans)
 
     def ban_domain(self, domain: str, until: float, reason: str) -> None:
-        raise AssertionError
+        self._up()
+        self.domain_bans.append((domain.lower(), until, reason))
 
     def domain_banned(self, domain: str, now: float) -> bool:
-        return False
+        self._up()
+        d = domain.lower()
+        return any(until > now and (key == d or (key.startswith("*.") and d.endswith(key[1:])))
+                   for key, until, _ in self.domain_bans)
+
+    def list_add(self, kind: str, entry: str, until: float) -> None:
+        self._up()
+        key = (kind, entry.lower())
+        self.lists[key] = max(until, self.lists.get(key, until))
+
+    def listed(self, kind: str, address: str, now: float) -> bool:
+        self._up()
+        a = address.lower()
+        return any(self.lists.get((kind, k), 0.0) > now for k in (a, a.rpartition("@")[2]))
+
+    def list_remove(self, kind: str, entry: str) -> None:
+        self.lists.pop((kind, entry.lower()), None)
+
+    def purge(self, now: float) -> int:
+        return 0
+
+    def cache_get(self, kind: str, key: str, now: float) -> str | None:
+        self._up()
+        hit = self.cache.get((kind, key))
+        return hit[0] if hit is not None and hit[1] > now else None
+
+    def cache_put(self, kind: str, key: str, value: str, until: float) -> None:
+        self._up()
+        self.cache[(kind, key)] = (value, until)
+
+    def reserve(self, name: str, count: int) -> int:
+        first = self.counters.get(name, 1)
+        self.counters[name] = first + count
+        return first
+
+    def greylist(self, key: GreylistKey, now: float,
+                 settings: GreylistSettings) -> GreylistVerdict:
+        self._up()
+        record, verdict = greylist_step(self.grey.get(key), now, settings)
+        self.grey[key] = record
+        return verdict
+
+    def purge_greylist(self, now: float, settings: GreylistSettings) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
 
 
 class FakeClock:

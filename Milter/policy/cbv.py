@@ -54,11 +54,13 @@ import enum
 import ipaddress
 import logging
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Final, Protocol
 
+from .. import metrics
 from ..interfaces import Clock, DnsTempError, Resolver
 from ..log import escape
 from ..smtpclient import SmtpOutcome, SmtpTransport, mailbox_path, reply_text
@@ -230,8 +232,12 @@ class CallbackVerifier:
 
     def __init__(self, settings: CbvSettings, resolver: Resolver, transport: SmtpTransport,
                  clock: Clock, cache: CbvCache | None = None,
-                 templates: Mapping[str, Template] | None = None) -> None:
+                 templates: Mapping[str, Template] | None = None,
+                 message_id: Callable[[str], str | None] | None = None) -> None:
         self.settings = settings
+        # The Message-ID of a DSN to a mailbox (SRS-signed with [srs], so a
+        # reply to it is recognised: Milter.policy.dsnreply).
+        self.message_id = message_id
         self.resolver = resolver
         self.transport = transport
         self.clock = clock
@@ -315,8 +321,9 @@ class CallbackVerifier:
                        if k in VARIABLES and (v or k not in values)})
         if not values.get("perm_error"):  # pyspf's explanation is in Received-SPF too
             values["perm_error"] = values.get("spf_result", "")
+        mid = self.message_id(sender.mailbox) if self.message_id is not None else None
         return build_message(tmpl, values, to=path, receiver=me,
-                             now=self.clock.now())
+                             now=self.clock.now(), message_id=mid)
 
     def _log(self, addr: str, tmpl: Template | None, r: CbvResult) -> None:
         where = f" ({r.mx})" if r.mx else ""
@@ -398,10 +405,30 @@ class CallbackVerifier:
 
     def _session(self, ip: str, path: str, message: bytes | None,
                  left: float, helo: str) -> SmtpOutcome:
+        started = time.perf_counter()
         if message is None:
-            return self.transport.probe(ip, helo=helo, recipient=path, timeout=left)
-        return self.transport.deliver(ip, helo=helo, recipient=path, message=message,
-                                      timeout=left)
+            outcome = self.transport.probe(ip, helo=helo, recipient=path, timeout=left)
+        else:
+            outcome = self.transport.deliver(ip, helo=helo, recipient=path, message=message,
+                                             timeout=left)
+        metrics.cbv(time.perf_counter() - started, _metric_outcome(outcome),
+                    "probe" if message is None else "dsn")
+        return outcome
+
+
+def _metric_outcome(o: SmtpOutcome) -> str:
+    """The outcome label of an SMTP session in ``bms_cbv_duration_seconds``."""
+    if o.self_banner:
+        return "self"
+    if o.timed_out:
+        return "timeout"
+    if o.ok:
+        return "accepted"
+    if 500 <= o.code < 600:
+        return "refused"
+    if 400 <= o.code < 500:
+        return "tempfail"
+    return "error"  # no reply at all: connection refused or reset
 
 
 def _temporary(text: str, *, code: int = 450, mx: str = "", step: str = "") -> CbvResult:

@@ -173,11 +173,12 @@ def clean_value(value: str | Collection[str], limit: int = MAX_VALUE) -> str:
 
 
 def build_message(template: Template, variables: Mapping[str, str | Collection[str]], *,
-                  to: str, receiver: str, now: float) -> bytes:
+                  to: str, receiver: str, now: float, message_id: str | None = None) -> bytes:
     """The notice as bytes ready for DATA (CRLF, not dot-stuffed).
 
     ``to`` is the recipient's RFC 5321 path (``local@domain``, local part
-    quoted if needed); ``receiver`` our host name; ``now`` the time for Date.
+    quoted if needed); ``receiver`` our host name; ``now`` the time for Date;
+    ``message_id`` (``local@domain``, no brackets) the Message-ID to use.
     Values missing from ``variables`` are empty; a name not in
     :data:`VARIABLES` raises ValueError (a caller's typo)."""
     unknown = set(variables) - VARIABLES
@@ -200,7 +201,8 @@ def build_message(template: Template, variables: Mapping[str, str | Collection[s
         msg["Date"] = email.utils.format_datetime(datetime.fromtimestamp(now, timezone.utc))
     if "Message-ID" not in msg:
         # domain given: make_msgid would otherwise ask socket.getfqdn().
-        msg["Message-ID"] = email.utils.make_msgid("bms", domain=host)
+        msg["Message-ID"] = (f"<{message_id}>" if message_id
+                             else email.utils.make_msgid("bms", domain=host))
     if "Auto-Submitted" not in msg:
         msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(template.body % values)

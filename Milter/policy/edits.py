@@ -33,6 +33,7 @@ class EomResult:
     body: IO[bytes] | None = None  # the replacement body (CRLF lines), read from its start
     add_rcpts: tuple[str, ...] = ()  # "<user@domain>"
     del_rcpts: tuple[str, ...] = ()  # as the MTA gave them
+    new_sender: str | None = None  # "<address>" for chgfrom (SRS)
 
 
 def _nth(headers: Sequence[Header], name: str, n: int) -> int | None:

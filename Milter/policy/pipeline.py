@@ -20,24 +20,29 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import getaddresses
-from typing import Protocol
+from typing import IO, Protocol, TypeVar
 
-from ..interfaces import Access, Archive, BanStore, Clock, Resolver
+from .. import metrics
+from ..interfaces import Access, Archive, Clock, Resolver, StateStore
 from ..log import escape
 from ..spool import MessageSpool
-from . import checks
+from . import checks, dkimstep, dsnreply
 from .address import Address, parse_address
 from .checks import CheckSettings
 from .connection import Connection, ConnectionSettings, classify
 from .decision import CONTINUE, Action, Decision
+from .dkim import DkimSettings, authres_items
 from .edits import EomResult, HeaderEdit, apply_edits
+from .greylist import GreylistSettings, StoreUnavailable, decide, decide_unavailable, greylist_key
 from .headertext import header_safe, pvalue
 from .message import Envelope, MessageSettings, Saver, check_headers, finish
-from .reputation import Demerits, ReputationSettings
+from .reputation import DAY, Demerits, ReputationSettings, ban_sender
+from .srs import Srs
 
 log = logging.getLogger("bms")
 
 Macro = Callable[[str], "str | None"]
+T = TypeVar("T")
 
 
 # --- what the SPF and CBV steps give the pipeline ------------------------------------
@@ -81,6 +86,11 @@ class PolicySettings:
     log_headers: bool = False
     supply_sender: bool = False  # [spf] supply_sender
     message: MessageSettings = field(default_factory=MessageSettings)
+    greylist: GreylistSettings | None = None  # None: off
+    dkim: DkimSettings | None = None  # signing key and domain (verification is always on)
+    email_providers: frozenset[str] = frozenset()  # ban the mailbox, never the domain
+    auto_whitelist_days: float = 60.0  # recipients of internal senders
+    blacklist_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -88,7 +98,7 @@ class Services:
     """The outside world, wired in bms.py."""
 
     access: Access
-    store: BanStore
+    store: StateStore
     clock: Clock
     resolver: Resolver | None = None
     spf: SpfStep | None = None
@@ -96,11 +106,12 @@ class Services:
     is_dynamic: Callable[[str, str], bool] | None = None
     archive: Archive | None = None  # [wiretap] archive
     save: Saver | None = None  # saves the original of a defanged message, returns the path
+    srs: Srs | None = None  # [srs] with a secret
 
 
 # Demerits per offence (the original's weights).
 DEMERITS = {"spam from self": 4, "BAN": 3, "unknown user": 1, "policy": 1, "content": 1,
-            "HELO in transaction": 2}
+            "HELO in transaction": 2, "blacklist": 2}
 
 
 def pvalue_address(mailbox: str) -> str:
@@ -133,6 +144,11 @@ class SmtpSession:
         self.header_counts: dict[str, int] = {}
         self.forged: list[tuple[str, int]] = []
         self.in_transaction = False
+        self.data_seen = False
+        self.auto_whitelisted = False  # sender in the auto-whitelist: no greylisting
+        self.srs_reversed: list[tuple[str, str]] = []  # (recipient as given, original)
+        self.valid_bounce = False  # a bounce to a valid SRS address
+        self.dkim: dkimstep.DkimOutcome | None = None
         self._close_spool()
 
     def _close_spool(self) -> None:
@@ -166,8 +182,10 @@ class SmtpSession:
         if self.settings.dry_run and d.action in (Action.REJECT, Action.TEMPFAIL,
                                                    Action.DISCARD):
             log.info("DRYRUN %s: %s", verb, text)
+            metrics.decision("dryrun_" + verb.lower(), d.tag)
             return CONTINUE
         log.info("%s: %s", verb, text)
+        metrics.decision(verb.lower(), d.tag)
         return d
 
     def _offense(self, kind: str, reason: str) -> None:
@@ -188,7 +206,8 @@ class SmtpSession:
         self.demerits = Demerits(self.settings.reputation, sv.store, sv.clock, conn)
         where = f"({conn.ip}, {conn.port})" if conn.ip else "local"
         log.info("connect from %s at %s %s", escape(conn.hostname), where, conn.describe())
-        banned = conn.ip is not None and sv.store.ip_banned(conn.ip, sv.clock.now())
+        ip = conn.ip
+        banned = ip is not None and self._query(lambda now: sv.store.ip_banned(ip, now), False)
         for d in (checks.check_banned_ip(conn, banned), checks.check_ptr(conn)):
             if d.final:
                 return self._apply(d, delayable=True)
@@ -240,14 +259,46 @@ class SmtpSession:
         d = checks.check_missing_helo(self.helo_name)
         if d.final:
             return self._apply(d)
-        if sender.qualified and self.services.store.domain_banned(sender.domain,
-                                                                   self.services.clock.now()):
+        store = self.services.store
+        if sender.qualified and self._query(
+                lambda now: store.domain_banned(sender.domain, now), False):
             return self._apply(Decision.reject(
                 "banned domain", f"Mail from {sender.domain} is not accepted here.",
                 log=f"banned domain {sender.domain}", delay=True), delayable=True)
         if (not internal and not conn.trusted and conn.ip is not None
                 and self.services.spf is not None):
-            return self._spf(conn, sender)
+            d = self._spf(conn, sender)
+            if d.final:
+                return d
+        if not internal and sender.qualified:
+            return self._lists(conn, sender)
+        return CONTINUE
+
+    def _query(self, op: Callable[[float], T], default: T) -> T:
+        """A read of the state store; when the store is down (the store logs
+        that, once per interval) reputation data is ``default``: mail goes on."""
+        try:
+            return op(self.services.clock.now())
+        except StoreUnavailable:
+            return default
+
+    def _lists(self, conn: Connection, sender: Address) -> Decision:
+        """The blacklist (delayed reject, +2 demerits) and the auto-whitelist
+        (no greylisting; whitelisted when SPF passed or the relay is trusted)."""
+        store = self.services.store
+        mailbox = sender.mailbox
+        if self._query(lambda now: store.listed("blacklist", mailbox, now), False):
+            self._offense("blacklist", f"blacklisted sender {mailbox}")
+            return self._apply(Decision.reject(
+                "blacklist", "Sender email local blacklist.", log=f"blacklist {mailbox}",
+                delay=True), delayable=True)
+        if self._query(lambda now: store.listed("whitelist", mailbox, now), False):
+            self.auto_whitelisted = True
+            if conn.trusted or (self.spf is not None and self.spf.result == "pass"):
+                self.whitelist = True
+                log.info("WHITELIST %s", escape(mailbox))
+            else:
+                log.info("PROBATION %s", escape(mailbox))
         return CONTINUE
 
     def _spf(self, conn: Connection, sender: Address) -> Decision:
@@ -268,6 +319,7 @@ class SmtpSession:
             self.whitelist = True
         if result.ban:
             self._offense("BAN", f"BAN policy for {sender}")
+            self._ban_sender(f"BAN policy for {sender.mailbox}")
         elif result.decision.action is Action.REJECT:
             self._offense("policy", result.decision.tag)
         return self._apply(result.decision, delayable=True)
@@ -281,10 +333,56 @@ class SmtpSession:
             if d.tag == "unknown user":
                 self._offense("unknown user", f"unknown user {rcpt}")
             return self._apply(d)
+        d = self._srs_rcpt(conn, rcpt_raw, rcpt)
+        if d.final:
+            return d
         self.recipients.append(rcpt)
-        return CONTINUE
+        return self._greylist(conn, rcpt)
+
+    def _external(self, conn: Connection) -> bool:
+        return not (conn.internal or conn.trusted or conn.local or self.auth_user)
+
+    def _srs_rcpt(self, conn: Connection, rcpt_raw: str, rcpt: Address) -> Decision:
+        """A bounce to one of our SRS domains: a valid SRS address is reversed
+        (at end of message); a forged or unsigned one is refused when it comes
+        from outside."""
+        srs = self.services.srs
+        if srs is None or self.sender is None:
+            return CONTINUE
+        verdict = srs.check_bounce_rcpt(self.sender, rcpt)
+        if verdict.reversed is not None:
+            log.info("SRS: %s is %s", escape(rcpt.mailbox), escape(verdict.reversed))
+            self.srs_reversed.append((rcpt_raw, verdict.reversed))
+            self.valid_bounce = True
+            return CONTINUE
+        if not verdict.decision.final or not self._external(conn):
+            return CONTINUE
+        if verdict.decision.delay and self.auto_whitelisted:
+            log.info("WHITELIST: DSN from %s", escape(self.sender.mailbox))
+            return CONTINUE
+        return self._apply(verdict.decision, delayable=True)
+
+    def _greylist(self, conn: Connection, rcpt: Address) -> Decision:
+        """Greylist (origin, sender, recipient) of outside mail (SPEC §4 envrcpt)."""
+        settings = self.settings.greylist
+        sender = self.sender
+        if (settings is None or sender is None or sender.null or conn.ip is None
+                or not self._external(conn) or self.whitelist or self.auto_whitelisted
+                or self.valid_bounce or self._pending() is not None):
+            return CONTINUE
+        spf = self.spf
+        domain = sender.domain if spf is not None and spf.result == "pass" else None
+        key = greylist_key(conn.ip, domain, sender.mailbox, rcpt.mailbox)
+        try:
+            verdict = self.services.store.greylist(key, self.services.clock.now(), settings)
+        except StoreUnavailable as exc:
+            return self._apply(decide_unavailable(exc))
+        if verdict.passed and verdict.count == 1:
+            log.info("GREYLIST PASSED: %s", escape(" ".join(key)))
+        return self._apply(decide(verdict, key))
 
     def data(self) -> Decision:
+        self.data_seen = True
         pending = self._pending()
         return self._answer(pending) if pending is not None else CONTINUE
 
@@ -316,7 +414,20 @@ class SmtpSession:
         d = check_headers(self.settings.message, self._envelope(), self._spool().headers)
         if d.final:
             self._offense("content", d.tag)
+            if d.tag == "from words" and not self.settings.dry_run:
+                self._ban_sender(d.log or d.tag)
         return self._apply(d)
+
+    def _ban_sender(self, reason: str) -> None:
+        """Ban the sender's domain (or blacklist the mailbox at a big
+        provider), only when SPF authenticated the domain: a forged sender
+        must not get an innocent domain banned."""
+        sender = self.sender
+        if (sender is None or not sender.qualified or self.spf is None
+                or self.spf.result != "pass"):
+            return
+        ban_sender(self.services.store, self.services.clock.now(), self.settings.reputation,
+                   sender.mailbox, sender.domain, self.settings.email_providers, reason)
 
     def body(self, chunk: bytes) -> None:
         self._spool().add_body(chunk)
@@ -337,15 +448,27 @@ class SmtpSession:
 
     def _eom(self, macro: Macro) -> EomResult:
         pending = self._pending()
-        if pending is not None:  # the MTA sent no DATA (protocol < 4): answer now
-            return EomResult(self._answer(pending))
+        if pending is not None and not self.data_seen:  # no DATA (protocol < 4): answer now
+            answer = self._answer(pending)
+            if answer.final:
+                return EomResult(answer)
+        # (With DATA seen, a pending reject was answered there: only a dry run gets here.)
         spf = self.spf
+        # An auto-whitelisted sender needs no call-back, unless SPF found fault.
+        probation = self.auto_whitelisted and (spf is None or spf.result not in
+                                               ("permerror", "softfail"))
         if spf is not None and spf.cbv is not None and self.services.cbv is not None \
-                and not self.whitelist:
+                and not self.whitelist and not probation:
             d = self.services.cbv(spf.cbv, self._dsn_variables(spf))
             if d.final:
                 return EomResult(self._answer(d))
         spool = self._spool()
+        d = self._dsn_reply(spool)
+        if d.final:
+            return EomResult(d)
+        d = self._dkim_verify(spool)
+        if d.final:
+            return EomResult(d)
         content = finish(self.settings.message, self._envelope(), spool, self.services.save)
         if content.decision.final:
             answer = self._answer(content.decision)
@@ -363,8 +486,13 @@ class SmtpSession:
         authres = self._authres(spf)
         if authres:
             edits.append(HeaderEdit("insert", "Authentication-Results", authres))
-        result = EomResult(CONTINUE, tuple(edits), content.body, content.add_rcpts,
-                           content.del_rcpts)
+        add_rcpts, del_rcpts = self._srs_recipients(content.add_rcpts, content.del_rcpts)
+        new_sender = self._srs_sender()
+        sig = self._dkim_sign(spool, edits, content.body)
+        if sig is not None:
+            edits.append(HeaderEdit("insert", "DKIM-Signature", sig, index=0))
+        result = EomResult(CONTINUE, tuple(edits), content.body, add_rcpts, del_rcpts,
+                           new_sender)
         d = self._archive(result)
         if d.final:
             answer = self._answer(d)
@@ -373,8 +501,96 @@ class SmtpSession:
         queue_id = macro("i") or "-"
         log.info("ACCEPT: %d recipient%s, queue id %s", len(self.recipients),
                  "" if len(self.recipients) == 1 else "s", escape(queue_id))
+        metrics.decision("accept", "ok")
         self.in_transaction = False
+        self._whitelist_recipients()
         return result
+
+    # --- DKIM, SRS and the auto-whitelist at end of message ------------------------------
+
+    def _dsn_reply(self, spool: MessageSpool) -> Decision:
+        """A reply to one of our DSNs: the sender we notified was forged;
+        blacklist it and discard the reply."""
+        srs, sender = self.services.srs, self.sender
+        if (srs is None or sender is None or not self._external(self._conn())
+                or not dsnreply.is_candidate(sender.null, [r.mailbox for r in self.recipients],
+                                             spool.headers)):
+            return CONTINUE
+        target = dsnreply.find_dsn_target(srs, spool.headers, spool.body)
+        if target is None:
+            return CONTINUE
+        if not self.settings.dry_run:
+            until = self.services.clock.now() + self.settings.blacklist_days * DAY
+            try:
+                self.services.store.list_add("blacklist", target, until)
+            except StoreUnavailable:
+                pass  # logged by the store
+            log.info("BLACKLIST: %s (a reply to our DSN)", escape(target))
+        return self._answer(Decision(Action.DISCARD, "DSN reply",
+                                     log=f"DSN reply about {target}"))
+
+    def _dkim_verify(self, spool: MessageSpool) -> Decision:
+        """Verify the DKIM signatures of outside mail; the answer when a
+        ``DKIM-…`` access key refuses it."""
+        resolver = self.services.resolver
+        if resolver is None or not self._external(self._conn()):
+            return CONTINUE
+        outcome = dkimstep.verify(spool.headers, spool.body, resolver.txt,
+                                  self.services.access, self.whitelist)
+        self.dkim = outcome
+        self.whitelist = self.whitelist or outcome.whitelist
+        return self._answer(outcome.decision) if outcome.decision.final else CONTINUE
+
+    def _dkim_sign(self, spool: MessageSpool, edits: Sequence[HeaderEdit],
+                   body: IO[bytes] | None) -> str | None:
+        """The signature of internal mail, over the message as it will leave."""
+        sender = self.sender
+        conn = self._conn()
+        if sender is None or not (conn.internal or self.auth_user) or not \
+                dkimstep.should_sign(self.settings.dkim, sender.domain, sender.null):
+            return None
+        assert self.settings.dkim is not None
+        return dkimstep.signature(apply_edits(spool.headers, edits), body or spool.body,
+                                  self.settings.dkim)
+
+    def _srs_recipients(self, add: tuple[str, ...], delete: tuple[str, ...]
+                        ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Valid SRS recipients replaced by the addresses they stand for."""
+        if not self.srs_reversed or self.settings.dry_run:
+            return add, delete
+        return (add + tuple(f"<{orig}>" for _, orig in self.srs_reversed),
+                delete + tuple(raw for raw, _ in self.srs_reversed))
+
+    def _srs_sender(self) -> str | None:
+        """The SRS0 envelope sender for mail relayed from a non-local sender
+        to outside domains (``chgfrom``)."""
+        srs = self.services.srs
+        if srs is None or self.sender is None or self.settings.dry_run:
+            return None
+        new = srs.rewrite_sender(self.sender, self.recipients,
+                                 self.settings.checks.internal_domains)
+        if new is not None:
+            log.info("SRS: envelope sender %s is now %s", escape(self.sender.mailbox),
+                     escape(new))
+        return None if new is None else f"<{new}>"
+
+    def _whitelist_recipients(self) -> None:
+        """Outside recipients of mail from our own users go on the
+        auto-whitelist: their replies skip greylisting and call-backs."""
+        conn = self._conn()
+        sender = self.sender
+        if (sender is None or sender.null or self.settings.dry_run
+                or not (conn.internal or self.auth_user)
+                or not checks.is_internal_domain(self.settings.checks, sender.domain)):
+            return
+        until = self.services.clock.now() + self.settings.auto_whitelist_days * DAY
+        for rcpt in self.recipients:
+            if rcpt.qualified and not checks.is_internal_domain(self.settings.checks,
+                                                                 rcpt.domain):
+                try:
+                    self.services.store.list_add("whitelist", rcpt.mailbox, until)
+                except StoreUnavailable:
+                    return  # the store logged it; the mail goes on
 
     def _archive(self, result: EomResult) -> Decision:
         """Append the message as it will be delivered to the archive; a
@@ -438,6 +654,8 @@ class SmtpSession:
             items.append(f"auth=pass smtp.auth={pvalue(self.auth_user)}")
         if spf is not None:
             items.extend(spf.authres)
+        if self.dkim is not None and self.dkim.results:
+            items.extend(authres_items(self.dkim.results))
         if not items:
             return ""
         return conn.receiver + ";\n\t" + ";\n\t".join(items)

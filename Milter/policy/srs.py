@@ -54,6 +54,7 @@ class SrsSettings:
     our domains whose bounces must carry a valid signature."""
 
     secret: str
+    old_secrets: tuple[str, ...] = ()  # still accepted when verifying (secret rotation)
     maxage: int = 8  # days
     hashlength: int = 8
     separator: str = "="
@@ -171,7 +172,8 @@ class Srs:
     def __init__(self, settings: SrsSettings, clock: Callable[[], float] | None = None) -> None:
         validate(settings)
         self.settings = settings
-        self._srs = _Guarded(clock or time.time, secret=settings.secret,
+        self._srs = _Guarded(clock or time.time,
+                             secret=[settings.secret, *settings.old_secrets],
                              maxage=settings.maxage, hashlength=settings.hashlength,
                              separator=settings.separator)
 
@@ -234,8 +236,8 @@ class Srs:
             return RcptVerdict(None, Decision.reject(
                 "srs spoofed", "Invalid SRS signature",
                 log=f"srs spoofed: {why}: {header_safe(rcpt.mailbox, 300)}"))
-        if not self.settings.reject_spoofed:
-            return RcptVerdict(None, CONTINUE)
+        if not self.settings.reject_spoofed or rcpt.local.lower() == "postmaster":
+            return RcptVerdict(None, CONTINUE)  # postmaster takes every bounce (RFC 5321)
         if sender.null:
             return RcptVerdict(None, Decision.reject(
                 "bounce with no SRS encoding", SPOOFED_BOUNCE_TEXT, delay=True))

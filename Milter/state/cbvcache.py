@@ -10,6 +10,7 @@ from typing import Protocol
 
 from ..interfaces import Clock
 from ..policy.cbv import CbvResult, CbvStatus
+from ..policy.greylist import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,12 @@ class StoreCbvCache:
         self.clock = clock
 
     def get(self, address: str) -> CbvResult | None:
-        raw = self.store.cache_get(KIND, address, self.clock.now())
+        """The cached result; None when there is none, or the store is down
+        (the store logs that: the probe is then made again)."""
+        try:
+            raw = self.store.cache_get(KIND, address, self.clock.now())
+        except StoreUnavailable:
+            return None
         if raw is None:
             return None
         try:
@@ -46,4 +52,7 @@ class StoreCbvCache:
             return
         data = asdict(replace(result, cached=False))
         data["status"] = result.status.value
-        self.store.cache_put(KIND, address, json.dumps(data), self.clock.now() + ttl)
+        try:
+            self.store.cache_put(KIND, address, json.dumps(data), self.clock.now() + ttl)
+        except StoreUnavailable:
+            pass  # logged by the store; the next message probes again

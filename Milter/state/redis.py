@@ -1,17 +1,19 @@
 """The cluster state store: Redis, shared by several MX hosts (SPEC §6).
 
-:class:`RedisStore` has the public methods of
-:class:`Milter.state.sqlite.SqliteStore`.  Keys start with ``bms:``
+:class:`RedisStore` implements :class:`Milter.interfaces.StateStore`, with the
+semantics of :class:`Milter.state.sqlite.SqliteStore` (one contract test
+suite runs against both).  Keys start with ``bms:``
 (``bms:ban:ip:<ip>``, ``bms:ban:domain:<name>``, ``bms:cache:<kind>:<key>``,
-``bms:counter:<name>``, ``bms:grey:<sha256 of the triplet>``); every record
-carries its expiry and also a Redis TTL, so nothing needs purging.  The
-greylist read-modify-write is one Lua script mirroring
-:func:`Milter.policy.greylist.greylist_step`.  Every Redis error becomes
-:class:`~Milter.policy.greylist.StoreUnavailable` (one line), logged on
-logger ``bms`` as ``STATE: redis unavailable: ...`` at most once per
-``clock_log_interval`` seconds, and ``STATE: redis back`` once it answers
-again.  No retries: a caller is told at once (``socket_timeout``).  Text
-with undecodable bytes (``surrogateescape``) is stored as those bytes.
+``bms:list:<kind>:<entry>``, ``bms:counter:<name>``,
+``bms:grey:<sha256 of the triplet>``); every record carries its expiry
+(field ``until``, ``inf`` for never) and also a Redis TTL (none for
+``inf``), so nothing needs purging.  The greylist read-modify-write is one
+Lua script mirroring :func:`Milter.policy.greylist.greylist_step`.  Every
+Redis error becomes :class:`~Milter.policy.greylist.StoreUnavailable` (one
+line), logged on logger ``bms`` as ``STATE: redis unavailable: ...`` at most
+once per ``clock_log_interval`` seconds, and ``STATE: redis back`` once it
+answers again.  No retries: a caller is told at once (``socket_timeout``).
+Text with undecodable bytes (``surrogateescape``) is stored as those bytes.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from redis.retry import Retry
 
 from ..policy.address import domain_parents
 from ..policy.greylist import GreylistKey, GreylistSettings, GreylistVerdict, StoreUnavailable
+from .lists import check_kind, entry_key, lookup_keys
 
 log = logging.getLogger("bms")
 
@@ -67,13 +70,23 @@ redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil(retain * 1000)))
 return {passed, string.format('%.17g', retry), count}
 """
 
-# KEYS[1] the ban; ARGV until (epoch seconds), reason, TTL in ms.  Keeps the later expiry.
-_BAN_LUA = """
-local old = tonumber(redis.call('HGET', KEYS[1], 'until'))
-local untl = tonumber(ARGV[1])
-if old ~= nil and old > untl then return 0 end
-redis.call('HSET', KEYS[1], 'until', ARGV[1], 'reason', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+# KEYS[1] a record with an expiry (a ban, a list entry); ARGV until (epoch
+# seconds, 'inf' for never), TTL in ms ('' for none), then field/value pairs.
+# Keeps the later expiry (an equal one updates the fields).
+_KEEP_LATER_LUA = """
+local function num(v)
+  if v == 'inf' then return math.huge end
+  if not v then return nil end
+  return tonumber(v)
+end
+local old = num(redis.call('HGET', KEYS[1], 'until'))
+if old ~= nil and old > num(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'until', ARGV[1], unpack(ARGV, 3))
+if ARGV[2] == '' then
+  redis.call('PERSIST', KEYS[1])
+else
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+end
 return 1
 """
 
@@ -92,9 +105,17 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def _ttl_ms(until: float) -> int:
-    """Milliseconds from the wall clock to ``until`` (at least 1: Redis refuses 0)."""
+def _ttl_ms(until: float) -> int | None:
+    """Milliseconds from the wall clock to ``until`` (at least 1: Redis refuses 0);
+    None for ``inf`` (no TTL)."""
+    if math.isinf(until):
+        return None
     return max(1, math.ceil((until - time.time()) * 1000))
+
+
+def _until_text(until: float) -> str:
+    """``until`` as stored: ``repr`` of the float (``inf`` for never)."""
+    return repr(float(until))
 
 
 def grey_key(key: GreylistKey) -> str:
@@ -113,7 +134,7 @@ class RedisStore:
             retry=Retry(NoBackoff(), 0), decode_responses=True,
             encoding_errors="surrogateescape")
         self._greylist_script = self._redis.register_script(_GREYLIST_LUA)
-        self._ban_script = self._redis.register_script(_BAN_LUA)
+        self._keep_later_script = self._redis.register_script(_KEEP_LATER_LUA)
         self._lock = threading.Lock()
         self._down = False
         self._last_log: float | None = None
@@ -147,19 +168,28 @@ class RedisStore:
                 self._last_log = now
                 log.warning("STATE: redis unavailable: %s: %s", self.path, text)
 
-    # --- bans -------------------------------------------------------------------------
+    # --- records with an expiry, bans --------------------------------------------------
 
-    def _ban(self, kind: str, key: str, until: float, reason: str) -> None:
-        self._call(lambda: self._ban_script(keys=[f"{PREFIX}ban:{kind}:{key}"],
-                                            args=[repr(float(until)), reason, _ttl_ms(until)]))
+    def _keep_later(self, name: str, until: float, *fields: str) -> None:
+        """Set record ``name`` to expire at ``until`` unless it already expires later."""
+        ttl = _ttl_ms(until)
+        args = [_until_text(until), "" if ttl is None else str(ttl), *fields]
+        self._call(lambda: self._keep_later_script(keys=[name], args=args))
 
-    def _banned(self, kind: str, keys: list[str], now: float) -> bool:
+    def _any_unexpired(self, names: list[str], now: float) -> bool:
+        """One of the records ``names`` expires after ``now``."""
         def op() -> list[Any]:
             pipe = self._redis.pipeline(transaction=False)
-            for key in keys:
-                pipe.hget(f"{PREFIX}ban:{kind}:{key}", "until")
+            for name in names:
+                pipe.hget(name, "until")
             return pipe.execute()
         return any(value is not None and float(value) > now for value in self._call(op))
+
+    def _ban(self, kind: str, key: str, until: float, reason: str) -> None:
+        self._keep_later(f"{PREFIX}ban:{kind}:{key}", until, "reason", reason)
+
+    def _banned(self, kind: str, keys: list[str], now: float) -> bool:
+        return self._any_unexpired([f"{PREFIX}ban:{kind}:{key}" for key in keys], now)
 
     def ban_ip(self, ip: str, until: float, reason: str) -> None:
         self._ban("ip", ip, until, reason)
@@ -190,14 +220,39 @@ class RedisStore:
         return str(value)
 
     def cache_put(self, kind: str, key: str, value: str, until: float) -> None:
-        name = f"{PREFIX}cache:{kind}:{key}"
+        name, ttl = f"{PREFIX}cache:{kind}:{key}", _ttl_ms(until)
 
         def op() -> list[Any]:
             pipe = self._redis.pipeline(transaction=True)
-            pipe.hset(name, mapping={"until": repr(float(until)), "value": value})
-            pipe.pexpire(name, _ttl_ms(until))
+            pipe.hset(name, mapping={"until": _until_text(until), "value": value})
+            if ttl is None:
+                pipe.persist(name)
+            else:
+                pipe.pexpire(name, ttl)
             return pipe.execute()
         self._call(op)
+
+    # --- address lists (auto-whitelist, blacklist; Milter.state.lists) ---------------
+
+    def list_add(self, kind: str, entry: str, until: float) -> None:
+        """Add ``entry`` (address or bare domain) to list ``kind`` until ``until``
+        (``math.inf``: never expires); an existing entry keeps the later expiry."""
+        check_kind(kind)
+        key = entry_key(entry)
+        if key:
+            self._keep_later(f"{PREFIX}list:{kind}:{key}", until)
+
+    def listed(self, kind: str, address: str, now: float) -> bool:
+        """``address`` or its domain has an unexpired entry in list ``kind``."""
+        check_kind(kind)
+        keys = lookup_keys(address)
+        return bool(keys) and self._any_unexpired(
+            [f"{PREFIX}list:{kind}:{key}" for key in keys], now)
+
+    def list_remove(self, kind: str, entry: str) -> None:
+        """Remove ``entry`` from list ``kind`` (nothing when it is not there)."""
+        name = f"{PREFIX}list:{check_kind(kind)}:{entry_key(entry)}"
+        self._call(lambda: self._redis.delete(name))
 
     # --- counters ---------------------------------------------------------------------
 

@@ -1,5 +1,9 @@
 """The embedded state store: SQLite in WAL mode, safe for several worker
-processes (SQLite's file locking) and threads (one connection per thread)."""
+processes (SQLite's file locking) and threads (one connection per thread).
+
+It implements :class:`Milter.interfaces.StateStore`; every table is created
+with ``IF NOT EXISTS``, so a file written by an older version gains the new
+tables when opened.  An expiry of ``math.inf`` never expires."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from pathlib import Path
 from ..policy.address import domain_parents
 from ..policy.greylist import GreylistKey, GreylistSettings, GreylistVerdict
 from . import greylist as _greylist
+from .lists import check_kind, entry_key, lookup_keys
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bans (
@@ -30,6 +35,12 @@ CREATE TABLE IF NOT EXISTS cache (
     until REAL NOT NULL,         -- expiry, seconds since the epoch
     value TEXT NOT NULL,
     PRIMARY KEY (kind, key)
+);
+CREATE TABLE IF NOT EXISTS lists (
+    kind TEXT NOT NULL,          -- 'whitelist' or 'blacklist'
+    entry TEXT NOT NULL,         -- lowercased address or bare domain
+    until REAL NOT NULL,         -- expiry, seconds since the epoch; inf: manual, never
+    PRIMARY KEY (kind, entry)
 );
 """
 
@@ -116,10 +127,10 @@ class SqliteStore:
         return row is not None
 
     def purge(self, now: float) -> int:
-        """Delete expired bans and cache entries; the number removed."""
+        """Delete expired bans, cache and list entries; the number removed."""
         db = self._db()
-        return (db.execute("DELETE FROM bans WHERE until <= ?", (now,)).rowcount
-                + db.execute("DELETE FROM cache WHERE until <= ?", (now,)).rowcount)
+        return sum(db.execute(f"DELETE FROM {table} WHERE until <= ?", (now,)).rowcount
+                   for table in ("bans", "cache", "lists"))
 
     # --- caches (CBV results, ...) ----------------------------------------------------
 
@@ -133,6 +144,36 @@ class SqliteStore:
             "INSERT INTO cache(kind, key, until, value) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(kind, key) DO UPDATE SET until = excluded.until, "
             "value = excluded.value", (kind, _storable(key), until, _storable(value)))
+
+    # --- address lists (auto-whitelist, blacklist; Milter.state.lists) ---------------
+
+    def list_add(self, kind: str, entry: str, until: float) -> None:
+        """Add ``entry`` (address or bare domain) to list ``kind`` until ``until``
+        (``math.inf``: never expires); an existing entry keeps the later expiry."""
+        check_kind(kind)
+        key = entry_key(entry)
+        if not key:
+            return
+        self._db().execute(
+            "INSERT INTO lists(kind, entry, until) VALUES (?, ?, ?) ON CONFLICT(kind, entry) "
+            "DO UPDATE SET until = max(until, excluded.until)", (kind, _storable(key), until))
+
+    def listed(self, kind: str, address: str, now: float) -> bool:
+        """``address`` or its domain has an unexpired entry in list ``kind``."""
+        check_kind(kind)
+        keys = [_storable(k) for k in lookup_keys(address)]
+        if not keys:
+            return False
+        marks = ",".join("?" * len(keys))
+        row = self._db().execute(
+            f"SELECT 1 FROM lists WHERE kind = ? AND entry IN ({marks}) AND until > ?",
+            (kind, *keys, now)).fetchone()
+        return row is not None
+
+    def list_remove(self, kind: str, entry: str) -> None:
+        """Remove ``entry`` from list ``kind`` (nothing when it is not there)."""
+        self._db().execute("DELETE FROM lists WHERE kind = ? AND entry = ?",
+                           (check_kind(kind), _storable(entry_key(entry))))
 
     # --- counters ---------------------------------------------------------------------
 

@@ -66,6 +66,8 @@ def test_shipped_config_checks_and_prints_the_mta_lines() -> None:
     assert out.returncode == 0, out.stderr
     assert "Xpythonfilter, S=inet:8894@127.0.0.1, F=T, T=C:5m;S:20s;R:60s;E:5m" in out.stdout
     assert "smtpd_milters = inet:127.0.0.1:8894" in out.stdout
+    assert "milter_connect_macros = j {daemon_name} {daemon_addr} {daemon_port} v _" \
+        in out.stdout  # the submission-port exemption needs {daemon_port}
 
 
 def test_bad_socket_is_one_clear_line() -> None:

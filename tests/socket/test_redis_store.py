@@ -1,37 +1,32 @@
-"""The Redis state store against a real redis-server, with the same behaviour
-suite as the SQLite store (one test body, parametrized over both), plus what
-only Redis has: several store objects sharing one server (the cluster case),
-and a server that goes away and comes back."""
+"""What only the Redis state store has, against a real redis-server: the
+key layout and TTLs, several store objects sharing one server (the cluster
+case), a server that goes away and comes back, and a URL whose password
+must not reach the log.  The behaviour both stores share is the contract
+suite in test_store_contract.py."""
 
 from __future__ import annotations
 
 import logging
+import math
 import signal
-import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 from testbed.redisd import RedisServer, require_redis
 from testbed.redisd import redis_server as redis_server  # the session fixture
 
-from Milter.interfaces import BanStore
 from Milter.policy.greylist import (
     GreylistSettings,
-    GreylistStore,
     GreylistVerdict,
     StoreUnavailable,
     decide_unavailable,
 )
-from Milter.state.cbvcache import CacheStore
 from Milter.state.redis import RedisStore, grey_key, public_url
-from Milter.state.sqlite import SqliteStore
 
 S = GreylistSettings()
 KEY = ("192.0.2.0/24", "a@example.com", "b@example.org")
-Store = SqliteStore | RedisStore
 
 
 class Records(logging.Handler):
@@ -58,118 +53,55 @@ def bms_log() -> Iterator[Records]:
 
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
-    """The session server, emptied for this test."""
-    redis.Redis.from_url(redis_server.url).flushdb()
+    """The session server's database 0, emptied for this test."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushdb()
+    client.close()
     return redis_server.url
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        yield SqliteStore(tmp_path / "state.db")
-        return
-    s = RedisStore(request.getfixturevalue("redis_url"))
-    yield s
-    s.close()
+def raw(redis_url: str) -> redis.Redis:
+    """A plain client on the test's database (bytes, no decoding)."""
+    return redis.Redis.from_url(redis_url)
 
 
-# --- the shared behaviour suite -----------------------------------------------------------
-
-def test_greylist_rules(store: Store) -> None:
-    t0 = 1_700_000_000.0
-    assert store.greylist(KEY, t0, S) == GreylistVerdict(False, 300.0, 0)
-    assert store.greylist(KEY, t0 + 60.5, S) == GreylistVerdict(False, 239.5, 0)
-    assert store.greylist(KEY, t0 + 300, S) == GreylistVerdict(True, 0.0, 1)
-    assert store.greylist(KEY, t0 + 10 * 86400, S) == GreylistVerdict(True, 0.0, 2)
-    gone = t0 + 10 * 86400 + 36 * 86400 + 1
-    assert store.greylist(KEY, gone, S) == GreylistVerdict(False, 300.0, 0)
-
-
-def test_greylist_late_first_retry_and_time_zero(store: Store) -> None:
-    t0 = 1_700_000_000.0
-    store.greylist(KEY, t0, S)
-    late = t0 + 300 + 6 * 3600 + 1
-    assert store.greylist(KEY, late, S) == GreylistVerdict(False, 300.0, 0)
-    assert store.greylist(KEY, late + 300, S).passed
-    zero = GreylistSettings(time_minutes=0)
-    other = (KEY[0], KEY[1], "z@example.org")
-    assert store.greylist(other, t0, zero) == GreylistVerdict(False, 0.0, 0)
-    assert store.greylist(other, t0, zero) == GreylistVerdict(True, 0.0, 1)
-
-
-def test_bans_expire(store: Store) -> None:
-    now = time.time()
-    store.ban_ip("192.0.2.1", now + 3600, "demerits")
-    assert store.ip_banned("192.0.2.1", now)
-    assert not store.ip_banned("192.0.2.2", now)
-    assert not store.ip_banned("192.0.2.1", now + 3601)
-    store.ban_ip("192.0.2.1", now + 60, "shorter")  # never shortens a ban
-    assert store.ip_banned("192.0.2.1", now + 120)
-
-
-def test_domain_bans_match_parents_only_with_wildcard(store: Store) -> None:
-    now = time.time()
-    store.ban_domain("Spam.Example", now + 3600, "spam")
-    store.ban_domain("*.bulk.test", now + 3600, "spam")
-    assert store.domain_banned("spam.example", now)
-    assert not store.domain_banned("a.spam.example", now)
-    assert store.domain_banned("x.y.BULK.test", now)
-    assert not store.domain_banned("bulk.test", now)
-    assert not store.domain_banned("spam.example", now + 3601)
-
-
-def test_cache(store: Store) -> None:
-    now = time.time()
-    assert store.cache_get("cbv", "a@b", now) is None
-    store.cache_put("cbv", "a@b", '{"x": 1}', now + 60)
-    assert store.cache_get("cbv", "a@b", now) == '{"x": 1}'
-    assert store.cache_get("dsn", "a@b", now) is None
-    assert store.cache_get("cbv", "a@b", now + 61) is None
-    store.cache_put("cbv", "a@b", "new", now + 120)
-    assert store.cache_get("cbv", "a@b", now + 61) == "new"
-
-
-def test_reserve_hands_out_blocks(store: Store) -> None:
-    assert store.reserve("connid", 100) == 1
-    assert store.reserve("connid", 100) == 101
-    assert store.reserve("other", 5) == 1
-    assert store.reserve("connid", 1) == 201
-
-
-def test_concurrent_attempts_are_never_lost(store: Store) -> None:
-    t0 = 1_700_000_000.0
-    store.greylist(KEY, t0, S)
-    counts: list[int] = []
-    lock = threading.Lock()
-
-    def worker() -> None:
-        for _ in range(25):
-            count = store.greylist(KEY, t0 + 300, S).count
-            with lock:
-                counts.append(count)
-
-    threads = [threading.Thread(target=worker) for _ in range(3)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert sorted(counts) == list(range(1, 76))
-
-
-def test_eight_bit_text_round_trips(store: Store) -> None:
-    now = time.time()
-    odd = "caf\udce9@example.com"  # a latin-1 byte kept by surrogateescape
-    key = ("192.0.2.0/24", odd, "b@example.org")
-    assert not store.greylist(key, now, S).passed
-    assert store.greylist(key, now + 300, S).passed
-
-
-# --- Redis only ---------------------------------------------------------------------------
-
-def test_redis_cache_keeps_eight_bit_text(redis_url: str) -> None:
+def test_eight_bit_text_is_stored_as_its_bytes(redis_url: str) -> None:
     store, now, odd = RedisStore(redis_url), time.time(), "caf\udce9@example.com"
     store.cache_put("cbv", odd, odd, now + 60)
     assert store.cache_get("cbv", odd, now) == odd
+    store.list_add("blacklist", odd, now + 60)
+    client = raw(redis_url)
+    assert client.hget(b"bms:cache:cbv:caf\xe9@example.com", "value") == b"caf\xe9@example.com"
+    assert client.exists(b"bms:list:blacklist:caf\xe9@example.com")
+
+
+def test_list_keys_carry_their_expiry_and_a_ttl(redis_url: str) -> None:
+    store, client, now = RedisStore(redis_url), raw(redis_url), time.time()
+    store.list_add("whitelist", "Alice@Example.com", now + 3600)
+    name = "bms:list:whitelist:alice@example.com"
+    assert float(client.hget(name, "until") or 0) == now + 3600
+    assert 0 < client.pttl(name) <= 3600 * 1000
+    store.list_add("whitelist", "alice@example.com", math.inf)  # manual: no TTL
+    assert client.hget(name, "until") == b"inf"
+    assert client.pttl(name) == -1
+    store.list_add("whitelist", "alice@example.com", now + 60)  # stays manual
+    assert client.pttl(name) == -1
+    store.list_remove("whitelist", "ALICE@example.com")
+    assert not client.exists(name)
+
+
+def test_bans_and_cache_without_expiry_have_no_ttl(redis_url: str) -> None:
+    store, client, now = RedisStore(redis_url), raw(redis_url), time.time()
+    store.ban_ip("192.0.2.1", now + 60, "demerits")
+    assert 0 < client.pttl("bms:ban:ip:192.0.2.1") <= 60_000
+    assert client.hget("bms:ban:ip:192.0.2.1", "reason") == b"demerits"
+    store.ban_ip("192.0.2.1", math.inf, "manual")
+    assert client.pttl("bms:ban:ip:192.0.2.1") == -1
+    assert client.hget("bms:ban:ip:192.0.2.1", "reason") == b"manual"
+    store.cache_put("legacy-import", "done", "yes", math.inf)
+    assert client.pttl("bms:cache:legacy-import:done") == -1
+    store.cache_put("legacy-import", "done", "again", now + 60)
+    assert 0 < client.pttl("bms:cache:legacy-import:done") <= 60_000
 
 
 def test_two_stores_on_one_server_share_state(redis_url: str) -> None:
@@ -182,23 +114,20 @@ def test_two_stores_on_one_server_share_state(redis_url: str) -> None:
     b.ban_domain("*.spam.test", now + 3600, "x")
     assert b.ip_banned("192.0.2.9", now)
     assert a.domain_banned("m.spam.test", now)
+    a.list_add("whitelist", "partner.example", now + 3600)
+    assert b.listed("whitelist", "x@partner.example", now)
+    b.list_remove("whitelist", "partner.example")
+    assert not a.listed("whitelist", "x@partner.example", now)
     assert a.reserve("connid", 10) == 1
     assert b.reserve("connid", 10) == 11
     assert a.purge_greylist(now, S) == 0
+    assert a.purge(now) == 0
 
 
 def test_greylist_record_has_ttl_retain(redis_url: str) -> None:
     RedisStore(redis_url).greylist(KEY, time.time(), S)
-    ttl = redis.Redis.from_url(redis_url).pttl(grey_key(KEY))
+    ttl = raw(redis_url).pttl(grey_key(KEY))
     assert S.retain * 1000 - 5000 < ttl <= S.retain * 1000
-
-
-def test_both_stores_satisfy_the_protocols(tmp_path: Path) -> None:
-    for store in (SqliteStore(tmp_path / "s.db"), RedisStore("redis://127.0.0.1:1/0")):
-        bans: BanStore = store
-        grey: GreylistStore = store
-        cache: CacheStore = store
-        assert {id(bans), id(grey), id(cache)} == {id(store)}
 
 
 def test_path_hides_password() -> None:
@@ -255,3 +184,20 @@ def test_unavailable_logged_again_after_the_interval(bms_log: Records) -> None:
     assert len(bms_log.messages) == 2
     assert all(m.startswith("STATE: redis unavailable: redis://127.0.0.1:1/0: ")
                for m in bms_log.messages)
+
+
+def test_password_never_reaches_log_or_errors(bms_log: Records) -> None:
+    require_redis()
+    with RedisServer() as server:
+        admin = redis.Redis.from_url(server.url)
+        admin.config_set("requirepass", "right-secret")
+        admin.close()
+        url = server.url.replace("redis://", "redis://:wrong-secret@")
+        store = RedisStore(url, socket_timeout=0.5)
+        with pytest.raises(StoreUnavailable) as info:
+            store.listed("whitelist", "a@example.com", time.time())
+        good = RedisStore(server.url.replace("redis://", "redis://:right-secret@"))
+        good.list_add("whitelist", "a@example.com", math.inf)
+        assert good.listed("whitelist", "a@example.com", time.time())
+    assert "secret" not in str(info.value) and "secret" not in store.path
+    assert bms_log.messages and not any("secret" in m for m in bms_log.messages)

@@ -2,8 +2,10 @@
 
 Every recipient in ``example.test`` is delivered by ``virtual(8)`` into one
 Maildir, ``DIR/mail/inbox/``; with ``transport="discard"`` (benchmarks) mail
-is accepted and thrown away.  The instance listens on 127.0.0.1 (and, with
-``ipv6=True``, on ::1) on a free port unless one is given; more listeners,
+is accepted and thrown away.  With ``relayhost`` (``"[127.0.0.1]:PORT"`` of an
+SMTP sink, say) mail for every other domain goes out over smtp(8) to it.
+The instance listens on 127.0.0.1 (and, with ``ipv6=True``, on ::1) on a
+free port unless one is given; more listeners,
 each with its own ``-o`` overrides (another ``smtpd_milters`` for instance),
 may be added before :meth:`Postfix.start`.
 
@@ -43,7 +45,9 @@ retry     unix  -       -       n       -       -       error
 virtual   unix  -       n       n       -       -       virtual
 discard   unix  -       -       n       -       -       discard
 postlog   unix-dgram n  -       n       -       1       postlogd
+anvil     unix  -       -       n       -       1       anvil
 """
+SMTP_CLIENT_SERVICE = "smtp      unix  -       -       n       -       -       smtp\n"
 
 
 class PostfixError(RuntimeError):
@@ -88,6 +92,7 @@ class Postfix:
         hostname: str = "mx.example.test",
         domain: str = "example.test",
         main_cf: Mapping[str, str] | None = None,
+        relayhost: str | None = None,
     ) -> None:
         if transport not in ("virtual", "discard"):
             raise ValueError("transport must be 'virtual' or 'discard'")
@@ -140,6 +145,12 @@ class Postfix:
         }
         for stage, names in (milter_macros or {}).items():
             self.settings[f"milter_{stage}_macros"] = names
+        # Mail for other domains goes over SMTP to ``relayhost`` (e.g.
+        # "[127.0.0.1]:2525", an SMTP sink); without it this instance has no
+        # smtp(8) transport at all.
+        self.relayhost = relayhost
+        if relayhost is not None:
+            self.settings["relayhost"] = relayhost
         self.settings.update(main_cf or {})
         hosts = ("127.0.0.1", "::1") if ipv6 else ("127.0.0.1",)
         self.port = port if port is not None else free_ports(1, hosts)[0]
@@ -172,7 +183,10 @@ class Postfix:
         main = "".join(f"{name} = {value}\n" for name, value in self.settings.items())
         (self.etc / "main.cf").write_text(main)
         master = "\n".join(lst.master_cf_line for lst in self.listeners)
-        (self.etc / "master.cf").write_text(master + "\n" + MASTER_CF_SERVICES)
+        services = MASTER_CF_SERVICES
+        if self.relayhost is not None:
+            services += SMTP_CLIENT_SERVICE
+        (self.etc / "master.cf").write_text(master + "\n" + services)
 
     # ------------------------------------------------------------------ control
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import shutil
-import subprocess
 from collections.abc import Callable
-from pathlib import Path
 
 import dkim
 import pytest
 from dkim.canonicalization import CanonicalizationPolicy
 from dkim.crypto import parse_pem_private_key
+from dkimkeys import keypair
 
 from Milter.interfaces import DnsTempError
 from Milter.policy.dkim import (
@@ -40,24 +39,10 @@ MESSAGE = (
 )
 
 
-def _openssl(*args: str, data: bytes = b"") -> bytes:
-    return subprocess.run(["openssl", *args], input=data, capture_output=True,
-                          check=True).stdout
-
-
-def _keypair(tmp: Path, name: str) -> tuple[bytes, bytes]:
-    """(PKCS#1 PEM private key, DNS key record) for a new 1024-bit RSA key."""
-    path = tmp / f"{name}.pem"
-    _openssl("genrsa", "-traditional", "-out", str(path), "1024")
-    pem = path.read_bytes()
-    der = _openssl("rsa", "-in", str(path), "-pubout", "-outform", "DER")
-    return pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
-
-
 @pytest.fixture(scope="session")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[bytes, bytes]]:
     tmp = tmp_path_factory.mktemp("dkimkeys")
-    return {"a": _keypair(tmp, "a"), "b": _keypair(tmp, "b")}
+    return {"a": keypair(tmp, "a"), "b": keypair(tmp, "b")}
 
 
 def resolver(records: dict[str, list[bytes]]) -> Callable[[str], list[bytes]]:

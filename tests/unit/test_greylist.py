@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import pytest
@@ -169,26 +168,6 @@ def test_sqlite_follows_the_rules(store: SqliteStore) -> None:
 def test_sqlite_record_survives_a_new_store_object(tmp_path: Path) -> None:
     SqliteStore(tmp_path / "s.db").greylist(KEY, T0, S)
     assert SqliteStore(tmp_path / "s.db").greylist(KEY, T0 + 300, S).passed
-
-
-def test_sqlite_two_threads_never_lose_an_attempt(store: SqliteStore) -> None:
-    store.greylist(KEY, T0, S)
-    verdicts: list[GreylistVerdict] = []
-    lock = threading.Lock()
-
-    def worker() -> None:
-        for _ in range(25):
-            v = store.greylist(KEY, T0 + 300, S)
-            with lock:
-                verdicts.append(v)
-        store.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert sorted(v.count for v in verdicts) == list(range(1, 51))
 
 
 def test_sqlite_purge_removes_expired_records(store: SqliteStore) -> None:

@@ -6,7 +6,9 @@ a one-line :class:`RuntimeBuildError` naming what is at fault."""
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from Milter.access import AccessFile
 from Milter.config import Config, load_config
 from Milter.policy.cbv import CallbackVerifier
 from Milter.policy.decision import Action
+from Milter.policy.greylist import GreylistSettings
 from Milter.policy.pipeline import PolicySettings, Services, SmtpSession
 from Milter.policy.spf import SpfPolicy, SpfSettings
 from Milter.runtime import (
@@ -28,6 +31,7 @@ from Milter.runtime import (
     describe,
     dns_settings,
     domains_or_all,
+    maintain_store,
     open_access,
     open_store,
     policy_settings,
@@ -133,7 +137,8 @@ def test_shipped_sample_builds_a_working_runtime(
     assert (s.reputation.max_demerits, s.reputation.ban_days) == (None, 7.0)
     assert (s.dry_run, s.log_headers) == (False, False)
     assert describe(rt) == {"config": str(SHIPPED), "access": "access",
-                            "state": str(tmp_path / "state.sqlite"), "dry_run": "no"}
+                            "state": str(tmp_path / "state.sqlite"), "greylist": "off",
+                            "srs": "off", "dkim signing": "off", "dry_run": "no"}
 
     # The pieces are wired together: an outside client passing SPF gets our headers.
     session = rt.session()
@@ -415,7 +420,7 @@ def _a_directory(tmp_path: Path) -> str:
 
 
 @pytest.mark.parametrize(("make", "needle"), [
-    (lambda p: "redis://127.0.0.1:6379/0", "is not available yet"),
+    (lambda p: "redis://127.0.0.1:99999/0", "Port out of range"),
     (_parent_is_a_file, "cannot open"),
     (_not_a_database, "cannot open"),
     (_a_directory, "cannot open"),
@@ -466,3 +471,40 @@ def test_system_nameservers(tmp_path: Path) -> None:
     assert system_nameservers(conf) == ("192.0.2.1", "fe80::1")
     assert system_nameservers(str(tmp_path / "missing")) == ("127.0.0.1",)
     assert system_nameservers(write(tmp_path / "empty", "")) == ("127.0.0.1",)
+
+
+def test_redis_backend_is_shared_state_and_ids_stay_local(tmp_path: Path) -> None:
+    """With Redis the state is shared, but connection ids come from a local
+    SQLite file: they must keep coming when Redis is down.  Nothing connects
+    at startup (a Redis that is down only tempfails greylisting)."""
+    cfg = config_of(tmp_path, "[state]\nbackend = redis://127.0.0.1:1/3\n")
+    rt = build(cfg, tmp_path)
+    assert type(rt.store).__name__ == "RedisStore"
+    assert rt.store.path == "redis://127.0.0.1:1/3"
+    assert isinstance(rt.ids, SqliteStore)
+    first = rt.ids.reserve("connid", 5)
+    assert rt.ids.reserve("connid", 1) == first + 5
+
+
+def test_startup_imports_the_old_files_once_and_purges(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "bms")
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    (logdir / "banned_ips").write_text("192.0.2.7\nnot-an-ip\n")
+    (logdir / "banned_domains").write_text("*.spam.example\n")
+    (logdir / "auto_whitelist.log").write_text("friend@outside.example\n")
+    cfg = config_of(tmp_path, "[greylist]\nenabled = 1\n")
+    rt = build(cfg, tmp_path)
+    rt.store.greylist(("192.0.2.0/24", "a@b.example", "c@d.example"), 1000.0,
+                      GreylistSettings())  # long expired
+    maintain_store(rt, str(logdir))
+    now = time.time()
+    assert rt.store.ip_banned("192.0.2.7", now)
+    assert rt.store.domain_banned("www.spam.example", now)
+    assert rt.store.listed("whitelist", "friend@outside.example", now + 1e9)
+    assert any("banned_ips:2" in m and "not-an-ip" in m for m in caplog.messages)
+    assert "Expired 1 greylist records." in caplog.messages
+    rt.store.list_remove("whitelist", "friend@outside.example")
+    maintain_store(rt, str(logdir))  # a restart: not imported again
+    assert not rt.store.listed("whitelist", "friend@outside.example", now)
