@@ -7,7 +7,12 @@ socket:
 1. ``bench/driver.py``, the direct protocol driver, at 1, 2 and 4 concurrent
    connections (our milter also with ``workers = 2``);
 2. Postfix + ``smtp-source`` at 10 sessions and at 1 session;
-3. sendmail ``-bD`` + ``smtp-source`` at 1 session.
+3. sendmail ``-bD`` + ``smtp-source`` at 1 session;
+
+and a fourth, ``policy``, over TCP only: the real bms daemon with its full
+default policy (SPF against NSD on loopback, defang of a typical 35 KB
+message) against our no-op milter, through one Postfix, at 10 sessions and at
+1 session (set up by ``bench/policy.py``).
 
 The milter is ``bench/noop_milter.py`` run by each framework's interpreter:
 ``NoOp`` (every callback overridden, CONTINUE) everywhere, and for the MTA
@@ -46,6 +51,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import policy  # noqa: E402
 from driver import tree_cpu_seconds  # noqa: E402
 from mta import BenchPostfix, BenchSendmail  # noqa: E402
 
@@ -57,7 +63,8 @@ VARIANTS = {
                 "away with `SMFIP_NO*`)",
 }
 LABELS = {"none": "no milter", "pymilter": "pymilter", "ours": "ours",
-          "ours-w2": "ours, workers=2"}
+          "ours-w2": "ours, workers=2", "bms": "bms, default policy"}
+POLICY_TARGET = 0.80  # SPEC.md §8: bms's full policy >= 80 % of its own no-op rate
 
 
 def log(msg: str) -> None:
@@ -80,14 +87,19 @@ class Impl:
 class MilterProcess:
     """One milter process (``bench/noop_milter.py``) on ``spec``."""
 
-    def __init__(self, impl: Impl, spec: str, variant: str, workdir: Path) -> None:
+    def __init__(self, impl: Impl, spec: str, variant: str, workdir: Path,
+                 args: list[str] | None = None) -> None:
+        """``args``: another command serving ``spec`` (the bms daemon) instead of
+        ``bench/noop_milter.py``."""
         self.impl = impl
         self.spec = spec
-        self.args = [str(impl.python), str(HERE / "noop_milter.py"), spec]
-        if impl.workers != 1:
-            self.args += ["--workers", str(impl.workers)]
-        if variant == "eom-only":
-            self.args.append("--eom-only")
+        if args is None:
+            args = [str(impl.python), str(HERE / "noop_milter.py"), spec]
+            if impl.workers != 1:
+                args += ["--workers", str(impl.workers)]
+            if variant == "eom-only":
+                args.append("--eom-only")
+        self.args = args
         self.logfile = workdir / f"milter-{impl.key}-{spec.split(':')[0]}-{variant}.log"
         with self.logfile.open("ab") as out:
             # cwd outside the repository: pymilter's interpreter must not find our Milter.
@@ -153,12 +165,12 @@ class MilterProcess:
 
 
 @contextmanager
-def milter(impl: Impl | None, spec: str, variant: str,
-           workdir: Path) -> Iterator[MilterProcess | None]:
+def milter(impl: Impl | None, spec: str, variant: str, workdir: Path,
+           args: list[str] | None = None) -> Iterator[MilterProcess | None]:
     if impl is None:
         yield None
         return
-    proc = MilterProcess(impl, spec, variant, workdir)
+    proc = MilterProcess(impl, spec, variant, workdir, args)
     try:
         yield proc
     finally:
@@ -169,10 +181,10 @@ def milter(impl: Impl | None, spec: str, variant: str,
 
 @dataclass
 class Measurement:
-    part: str  # driver / postfix / sendmail
-    variant: str  # noop / eom-only (the milter code); "-" without a milter
+    part: str  # driver / postfix / sendmail / policy
+    variant: str  # noop / eom-only / policy (the milter code); "-" without a milter
     scenario: str  # e.g. "4 connections", "10 sessions"
-    impl: str  # none / pymilter / ours / ours-w2
+    impl: str  # none / pymilter / ours / ours-w2 / bms (the daemon, part policy)
     socket: str  # inet / unix / -
     msg_per_s: float
     milter_cpu_ms: float | None
@@ -436,6 +448,102 @@ def measure_smtp(res: Results, mta: MtaPart, proc: MilterProcess | None, key: st
     return (round(count / seconds, 1), (cpu1 - cpu0) * 1000 / count if proc else None, count)
 
 
+# --- part 4: bms's full default policy against its own no-op milter, via Postfix ------
+
+POLICY_CONFIGS = (("none", "-"), ("ours", "noop"), ("bms", "policy"))
+
+
+def run_policy_part(res: Results, impls: dict[str, Impl], workdir: Path,
+                    scenarios: list[tuple[int, int]], repeats: int) -> None:
+    """``repeats`` rounds of: no milter, bench/noop_milter.py on our Milter, the
+    bms daemon (``bench/policy.py``), each restarted per round, through one
+    Postfix whose smtpd listens on CLIENT_IP; smtp-source sends the typical
+    message from CLIENT_IP with a sender whose SPF passes."""
+    with policy.policy_bed(workdir, f"inet:127.0.0.1:{MILTER_PORT}") as bed:
+        configs = policy.bms_config(workdir / "bms-policy", INET_SPEC, bed.nsd.nameserver)
+        bms_args = policy.bms_command(impls["ours"].python, configs)
+        bms_impl = Impl("bms", impls["ours"].python)
+        res.add_command("policy", f"# NSD on {bed.nsd.nameserver} and :53 (tests/testbed/nsd.py "
+                        f"default_zones); {policy.CLIENT_IP} on lo; Postfix smtpd on "
+                        f"{policy.CLIENT_IP}: port {bed.ports['none']} no milter, "
+                        f"{bed.ports['milter']} milter {INET_SPEC}")
+        res.add_command("policy", f"# message file: {bed.message_bytes} bytes on the wire "
+                        "(bench/policy.py typical_message); bms config: pymilter.cfg + "
+                        "overlay:")
+        res.add_command("policy", "#   " + configs[-1].read_text().strip()
+                        .replace(str(workdir), "$WORKDIR").replace("\n", "\n#   "))
+        samples: dict[tuple[str, int], list[tuple[float, float | None, int]]] = {}
+        for rnd in range(repeats):
+            log(f"policy round {rnd + 1}/{repeats}")
+            for key, variant in POLICY_CONFIGS:
+                impl = None if key == "none" else bms_impl if key == "bms" else impls["ours"]
+                args = bms_args if key == "bms" else None
+                with milter(impl, INET_SPEC, variant, workdir, args) as proc:
+                    if proc is not None:
+                        res.add_command("milters", cmdline(proc.args))
+                    kind = "none" if proc is None else "milter"
+                    for sessions, count in scenarios:
+                        sample = measure_policy(res, bed, proc, key, kind, sessions, count)
+                        if sample is not None:
+                            samples.setdefault((key, sessions), []).append(sample)
+                    if key == "bms" and proc is not None:
+                        check_bms_log(res, workdir / "bms-policy" / "log" / "milter.log")
+    variants = dict(POLICY_CONFIGS)
+    for (key, sessions), got in samples.items():
+        scenario = f"{sessions} session{'s' if sessions > 1 else ''}"
+        cpus = [c for _r, c, _n in got if c is not None]
+        m = Measurement("policy", variants[key], scenario, key, "-" if key == "none" else "inet",
+                        statistics.median(r for r, _c, _n in got),
+                        round(statistics.median(cpus), 4) if cpus else None,
+                        [r for r, _c, _n in got],
+                        {"messages": got[0][2], "message_bytes": bed.message_bytes})
+        res.measurements.append(m)
+        log(f"policy {LABELS[key]:>19} {scenario:>11}: {m.msg_per_s:8.1f} msg/s"
+            + (f"  milter CPU {m.milter_cpu_ms:.3f} ms/msg" if m.milter_cpu_ms is not None
+               else ""))
+
+
+def measure_policy(res: Results, bed: policy.PolicyBed, proc: MilterProcess | None, key: str,
+                   kind: str, sessions: int,
+                   count: int) -> tuple[float, float | None, int] | None:
+    """One timed smtp-source run after a warm-up (which also fills bms's DNS
+    cache, as on a live server): (msg/s, milter CPU ms/msg, count)."""
+    _warm, problem = timed_source(policy.smtp_source(bed, kind, sessions, 4 * sessions))
+    bed.postfix.wait_idle(300)
+    if problem:
+        res.problems.append(f"policy warm-up {key} -s {sessions}: {problem}")
+    args = policy.smtp_source(bed, kind, sessions, count)
+    res.add_command("policy", cmdline(args))
+    cpu0 = proc.cpu() if proc else 0.0
+    seconds, problem = timed_source(args)
+    cpu1 = proc.cpu() if proc else 0.0
+    bed.postfix.wait_idle(300)
+    if problem:
+        res.problems.append(f"policy {key} -s {sessions}: {problem}")
+        return None
+    return (round(count / seconds, 1), (cpu1 - cpu0) * 1000 / count if proc else None, count)
+
+
+def check_bms_log(res: Results, logfile: Path) -> None:
+    """The policy really ran: bms saw the client, SPF passed for the sender,
+    every message was accepted, and nothing went wrong."""
+    try:
+        text = logfile.read_text(errors="replace")
+    except OSError as exc:
+        res.problems.append(f"policy: no bms log: {exc}")
+        return
+    wanted = (f"connect from {policy.HELO} at ({policy.CLIENT_IP},",
+              f"SPF: pass policy OK for {policy.SENDER}", "ACCEPT: 1 recipient")
+    for needle in wanted:
+        if needle not in text:
+            res.problems.append(f"policy: bms never logged {needle!r}")
+    for line in text.splitlines():
+        if any(bad in line for bad in ("Traceback", "untrapped exception", "internal error",
+                                       "REJECT", "TEMPFAIL", "DEFANG")):
+            res.problems.append(f"policy: bms log: {line[:300]}")
+            break
+
+
 # --- report --------------------------------------------------------------------------
 
 def _f(value: float | None, digits: int = 0) -> str:
@@ -479,6 +587,7 @@ def render(res: Results, meta: dict[str, str]) -> str:
                         ("sendmail", "sendmail `-bD` + `smtp-source -l 512`, queue only")):
         for variant in VARIANTS:
             render_mta(res, w, part, variant, title)
+    render_policy(res, w)
     targets = evaluate_targets(res)
     if targets:
         w("## Targets (SPEC.md §8)")
@@ -492,7 +601,7 @@ def render(res: Results, meta: dict[str, str]) -> str:
     w("")
     w("```sh")
     part_order = ["milters", "driver", "postfix", "postfix stall probe", "sendmail",
-                  "sendmail stall probe"]
+                  "sendmail stall probe", "policy"]
     for part, lines in sorted(res.commands.items(),
                               key=lambda kv: (part_order.index(kv[0])
                                               if kv[0] in part_order else 99)):
@@ -564,6 +673,42 @@ def render_mta(res: Results, w: Callable[[str], None], part: str, variant: str,
         w("")
 
 
+def render_policy(res: Results, w: Callable[[str], None]) -> None:
+    rows = [m for m in res.measurements if m.part == "policy"]
+    if not rows:
+        return
+    size = rows[0].extra.get("message_bytes", 0)
+    w("## Postfix + `smtp-source -F` (a typical message) from 198.51.100.66: bms's full "
+      "default policy vs its own no-op milter")
+    w("")
+    w(f"The sender's SPF passes for the client (NSD on 127.0.0.1:5353); the message "
+      f"({size:,} bytes: text + HTML, a 20 KB PDF attachment) is parsed and scanned by "
+      "defang (`scan_zip` on), nothing in it is banned.  `no-op` is `bench/noop_milter.py` "
+      "on our Milter; `bms` is `python -m bms -c pymilter.cfg -c overlay` (commands below); "
+      "both serve the same Postfix listener over TCP, one worker.")
+    w("")
+    w("| sessions | no milter | no-op milter (min-max) | bms, default policy (min-max) | "
+      "bms / no-op | no-op CPU/msg | bms CPU/msg |")
+    w("|---|---|---|---|---|---|---|")
+    def rate(m: Measurement | None) -> str:
+        if m is None:
+            return "-"
+        if len(m.runs) < 2:
+            return f"{_f(m.msg_per_s, 1)} msg/s"
+        return f"{_f(m.msg_per_s, 1)} msg/s ({_f(min(m.runs))}-{_f(max(m.runs))})"
+
+    def cpu(m: Measurement | None) -> str:
+        return f"{_f(m.milter_cpu_ms, 2)} ms" if m is not None else "-"
+
+    for scenario in dict.fromkeys(m.scenario for m in rows):
+        cells = {m.impl: m for m in rows if m.scenario == scenario}
+        r = _ratio(cells.get("bms"), cells.get("ours"))
+        w(f"| {scenario.split()[0]} | {rate(cells.get('none'))} | {rate(cells.get('ours'))} | "
+          f"{rate(cells.get('bms'))} | {_f(None if r is None else r * 100)} % | "
+          f"{cpu(cells.get('ours'))} | {cpu(cells.get('bms'))} |")
+    w("")
+
+
 def evaluate_targets(res: Results) -> list[tuple[str, str, bool]]:
     t: list[tuple[str, str, bool]] = []
     for sock in ("inet", "unix"):
@@ -596,12 +741,19 @@ def evaluate_targets(res: Results) -> list[tuple[str, str, bool]]:
             r = _ratio(ours, py_unix)
             if r is not None:
                 t.append((f"{where}: ours inet ≥ pymilter unix", f"{r:.3f}x", r >= 1.0))
+    for scenario in ("10 sessions", "1 session"):
+        r = _ratio(res.get("policy", "policy", scenario, "bms", "inet"),
+                   res.get("policy", "noop", scenario, "ours", "inet"))
+        if r is not None:
+            t.append((f"postfix {scenario}, typical message: bms default policy ≥ "
+                      f"{POLICY_TARGET:.0%} of its no-op rate", f"{r:.0%}", r >= POLICY_TARGET))
     return t
 
 
 # --- main ------------------------------------------------------------------------------
 
-def versions(impls: dict[str, Impl], sendmail: BenchSendmail | None) -> dict[str, str]:
+def versions(impls: dict[str, Impl], sendmail: BenchSendmail | None,
+             git: bool = True) -> dict[str, str]:
     def py(python: Path, code: str) -> str:
         out = subprocess.run([str(python), "-c", code], capture_output=True, text=True,
                              cwd="/", check=False)
@@ -612,12 +764,15 @@ def versions(impls: dict[str, Impl], sendmail: BenchSendmail | None) -> dict[str
                              text=True, check=False)
         return out.stdout.strip() or "?"
 
-    git = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"],
-                         capture_output=True, text=True, check=False).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "Milter"],
-                           capture_output=True, text=True, check=False).stdout.strip()
+    head = dirty = ""
+    if git:
+        head = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"],
+                              capture_output=True, text=True, check=False).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "Milter"],
+                               capture_output=True, text=True, check=False).stdout.strip()
     meta = {
-        "bms": (git or "?") + (" (Milter/ has uncommitted changes)" if dirty else ""),
+        "bms": ((head or "?") if git else "(not recorded: --no-git)")
+        + (" (Milter/ has uncommitted changes)" if dirty else ""),
         "python": py(impls["ours"].python, "import sys; print(sys.version.split()[0])"),
         "pymilter": py(impls["pymilter"].python, "import Milter; print(Milter.__version__)")
         + f" on libmilter {dpkg('libmilter1.0.1')}",
@@ -630,8 +785,8 @@ def versions(impls: dict[str, Impl], sendmail: BenchSendmail | None) -> dict[str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", default="driver,postfix,sendmail",
-                        help="comma-separated subset of driver,postfix,sendmail")
+    parser.add_argument("--parts", default="driver,postfix,sendmail,policy",
+                        help="comma-separated subset of driver,postfix,sendmail,policy")
     parser.add_argument("--variants", default="noop,eom-only",
                         help="milter code for the MTA parts: noop, eom-only or both")
     parser.add_argument("--repeats", type=int, default=3, help="runs per MTA measurement")
@@ -650,6 +805,8 @@ def main(argv: list[str] | None = None) -> int:
                                      or ROOT / ".cache/sendmail"))
     parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.md")
     parser.add_argument("--command", default="", help="how the run was started (for the report)")
+    parser.add_argument("--no-git", action="store_true",
+                        help="do not ask git for the commit (the report says 'not recorded')")
     parser.add_argument("--render", type=Path, metavar="JSON",
                         help="only render the markdown again from a results .json")
     args = parser.parse_args(argv)
@@ -659,7 +816,9 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v for v in args.variants.split(",") if v]
     if not set(variants) <= set(VARIANTS):
         parser.error(f"--variants: choose from {', '.join(VARIANTS)}")
-    if parts & {"postfix", "sendmail"} and os.environ.get("BMS_NETNS") != "1":
+    if not parts <= {"driver", "postfix", "sendmail", "policy"}:
+        parser.error("--parts: choose from driver, postfix, sendmail, policy")
+    if parts & {"postfix", "sendmail", "policy"} and os.environ.get("BMS_NETNS") != "1":
         parser.error("the MTAs run only inside the private network namespace: use bench/run.sh")
 
     def n(count: int) -> int:
@@ -682,7 +841,7 @@ def main(argv: list[str] | None = None) -> int:
         meta["command"] = f"`{args.command}`"
         if args.ours_workers != 1:
             meta["ours"] = f"our milter with workers = {args.ours_workers}"
-    meta.update(versions(impls, sendmail))
+    meta.update(versions(impls, sendmail, git=not args.no_git))
 
     def stalls(impl: str, sock: str, warm_rate: float) -> bool:
         # pymilter over TCP when it pays the ~40 ms stalls (see the stall probes)
@@ -722,6 +881,9 @@ def main(argv: list[str] | None = None) -> int:
                     impls, specs, workdir, args.repeats, variants)
             finally:
                 sm.stop_daemon()
+        if "policy" in parts:
+            log("part 4: bms's default policy vs its no-op milter, through Postfix")
+            run_policy_part(res, impls, workdir, [(10, n(1000)), (1, n(500))], args.repeats)
     finally:
         meta["duration"] = f"{(datetime.datetime.now(datetime.timezone.utc) - started).seconds} s"
         report = render(res, meta)
