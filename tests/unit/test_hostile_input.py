@@ -24,9 +24,12 @@ from Milter.policy.address import parse_address
 from Milter.policy.checks import CheckSettings
 from Milter.policy.connection import ConnectionSettings, IpList, classify
 from Milter.policy.decision import AccessKind, AccessValue, Action, Decision
+from Milter.policy.dkim import DkimSettings
+from Milter.policy.greylist import GreylistSettings
 from Milter.policy.pipeline import PolicySettings, Services, SmtpSession
 from Milter.policy.reputation import ReputationSettings
 from Milter.policy.spf import SpfPolicy, SpfSettings
+from Milter.policy.srs import Srs, SrsSettings
 from Milter.protocol.replytext import MAX_LINE
 
 from .spf_fakes import CLIENT, CLIENT6, zone
@@ -474,3 +477,49 @@ def test_reply_lines_fit_maxreplylen(caplog: pytest.LogCaptureFixture, client: s
               family=family, hostaddr=hostaddr, helo="pc", sender=sender,
               rcpts=("<bob@example.com>",), auth=auth)
     assert isinstance(out[2], Decision) and out[2].action is Action.REJECT
+
+
+# --- with greylisting, SRS and DKIM on ------------------------------------------------------
+
+SRS_SETTINGS = SrsSettings(secret="s3cret", fwdomain="example.com",
+                           srs_domains=frozenset({"example.com"}), reject_spoofed=True,
+                           banned_users=frozenset({"postmaster", "mailer-daemon"}))
+SRS_RCPTS = (
+    *RCPTS,
+    "<SRS0=xxxx=AB=x.test=u@example.com>", "<SRS0=@example.com>", "<SRS1=a==b@example.com>",
+    "<srs0=\udce9\x1b=AB=x.test=u@example.com>", '<"SRS0=a=b=c=d"@example.com>',
+    "<SRS0=" + "A" * 500 + "@example.com>",
+)
+DKIM_HEADERS = (
+    *HEADERS,
+    ("DKIM-Signature", "v=1; a=rsa-sha256; d=pass.example; s=x; b=AAAA; bh=\udce9=;"),
+    ("DKIM-Signature", CONTROL_HELO),
+    ("From", EIGHT_BIT_HELO),
+)
+
+
+def make_cluster_session() -> SmtpSession:
+    fake_access = FakeAccess({})
+    clock = FakeClock()
+    settings = PolicySettings(
+        connection=SETTINGS.connection, checks=CHECKS, reputation=SETTINGS.reputation,
+        log_headers=True, greylist=GreylistSettings(time_minutes=0),
+        dkim=DkimSettings(privkey=b"not a key", domain="example.com"))
+    return SmtpSession(settings, Services(
+        fake_access, FakeStore(), clock, resolver=zone(),
+        spf=SpfPolicy(SpfSettings(best_guess=True), zone(), fake_access),
+        srs=Srs(SRS_SETTINGS, clock.now)))
+
+
+@pytest.mark.parametrize("sender", SENDERS, ids=[repr(x[:40]) for x in SENDERS])
+@pytest.mark.parametrize("client", ["ipv6", "internal v4", "trusted"])
+def test_hostile_input_with_greylist_srs_and_dkim(caplog: pytest.LogCaptureFixture,
+                                                  sender: str, client: str) -> None:
+    """Every hostile sender and SRS-looking recipient through greylisting,
+    SRS bounce checks, DKIM verification and (failing) signing: defined
+    verdicts and clean logs, never an exception."""
+    hostname, family, hostaddr = CONNECTS[client]
+    s = make_cluster_session()
+    for _ in range(2):  # the retry passes greylisting (time 0) and reaches end of message
+        run(caplog, s, hostname=hostname, family=family, hostaddr=hostaddr,
+            helo="helo.example", sender=sender, rcpts=SRS_RCPTS, headers=DKIM_HEADERS)
