@@ -384,7 +384,8 @@ EMAIL_PROVIDERS: tuple[str, ...] = (
 _DEFANG_OPTIONS: tuple[Option, ...] = (
     _opt("scan_rfc822", BOOL, True, "also scan attached messages (message/rfc822)"),
     _opt("scan_zip", BOOL, False, "also look inside zip attachments (nested, with limits)"),
-    _opt("scan_html", BOOL, False, "remove scripts from HTML parts"),
+    _opt("scan_html", BOOL, False,
+         "remove scripts from HTML parts, disarm on* handlers and javascript: URLs"),
     _opt("block_chinese", BOOL, False, "reject mail in the CJK charsets (big5, gb2312, ...)"),
     _opt("block_charsets", WORDS, (), "reject mail in these charsets (Subject and MIME parts)"),
     _opt("block_forward", WORDS, (),

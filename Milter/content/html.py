@@ -12,8 +12,11 @@ follows what browsers do, not what is well-formed:
   end of the text;
 * everything else, byte for byte, stays: the text is never re-serialised.
 
-Only ``<script>`` elements are handled: event-handler attributes, ``javascript:``
-URLs, iframes and styles are left alone (as the original bms did).
+Outside scripts, every start tag is disarmed in place: an event-handler
+attribute (``onclick=``, ``onload=``, ...) is renamed ``data-bms-removed-onclick=``
+(inert: browsers ignore unknown ``data-`` attributes) and a ``javascript:`` URL
+in an attribute becomes ``blocked:`` (a scheme nothing runs).  Iframes, styles
+and entity-encoded schemes (``jav&#x61;script:``) are left alone.
 """
 
 from __future__ import annotations
@@ -24,10 +27,14 @@ SCRIPT_WARNING = "<!-- WARNING: embedded script removed -->"
 
 _OPEN = re.compile(r"<script(?=[\s/>]|\Z)", re.IGNORECASE)
 _CLOSE = re.compile(r"</script(?=[\s/>]|\Z)[^>]*(?:>|\Z)", re.IGNORECASE)
+_TAG = re.compile(r"<[A-Za-z][^<>]*>")  # a start tag; attributes may span lines
+_HANDLER = re.compile(r"(?<=[\s/\"'])(on[a-z]+\s*=)", re.IGNORECASE)
+_JS_URL = re.compile(r"(=\s*[\"']?\s*)javascript(\s*:)", re.IGNORECASE)
 
 
 def remove_scripts(text: str) -> tuple[str, int]:
-    """``text`` without script elements, and how many were removed."""
+    """``text`` without script elements and with its tags disarmed, and how
+    many scripts, handlers and ``javascript:`` URLs went."""
     out: list[str] = []
     pos = count = 0
     while True:
@@ -39,7 +46,22 @@ def remove_scripts(text: str) -> tuple[str, int]:
         count += 1
         close = _CLOSE.search(text, start.end())
         pos = len(text) if close is None else close.end()
-    if not count:
-        return text, 0
     out.append(text[pos:])
-    return "".join(out), count
+    disarmed, n = _disarm("".join(out) if count else text)
+    return disarmed, count + n
+
+
+def _disarm(text: str) -> tuple[str, int]:
+    if "=" not in text:
+        return text, 0
+    found = 0
+
+    def tag(m: re.Match[str]) -> str:
+        nonlocal found
+        t, handlers = _HANDLER.subn(r"data-bms-removed-\1", m.group())
+        t, urls = _JS_URL.subn(r"\1blocked\2", t)
+        found += handlers + urls
+        return t
+
+    result = _TAG.sub(tag, text)
+    return (result, found) if found else (text, 0)

@@ -458,6 +458,29 @@ def test_html_keeps_undecodable_bytes_in_its_charset() -> None:
         "<p>\u4e2d\u6587</p>".encode("big5") + SCRIPT_WARNING.encode())
 
 
+@pytest.mark.parametrize(("html", "expected", "count"), [
+    ('<a href="JavaScript:go()" onClick="x()">hi</a>',
+     '<a href="blocked:go()" data-bms-removed-onClick="x()">hi</a>', 2),
+    ("<img src=x\n  onerror = y>", "<img src=x\n  data-bms-removed-onerror = y>", 1),
+    ("<form action=' javascript :z'>", "<form action=' blocked :z'>", 1),
+    ("<p>one=1 onion=2</p> online = yes", "<p>one=1 onion=2</p> online = yes", 0),
+    ("<a title='x onclick=1'>", "<a title='x data-bms-removed-onclick=1'>", 1),  # harmless
+    ("<a href=jav&#x61;script:x>", "<a href=jav&#x61;script:x>", 0),  # entities: left
+])
+def test_event_handlers_and_javascript_urls_are_disarmed(html: str, expected: str,
+                                                         count: int) -> None:
+    assert remove_scripts(html) == (expected, count)
+
+
+def test_disarmed_html_part_is_rewritten() -> None:
+    part = (b"Content-Type: text/html; charset=utf-8\r\n\r\n"
+            b"<body onload=\"steal()\"><p>Gr\xc3\xbc\xc3\x9fe</p></body>")
+    result, msg = cleaned_html(multipart(part))
+    assert result.findings
+    assert decoded(subparts(msg)[0]) == (
+        b"<body data-bms-removed-onload=\"steal()\"><p>Gr\xc3\xbc\xc3\x9fe</p></body>")
+
+
 def test_unterminated_and_line_split_scripts() -> None:
     assert remove_scripts("a<script\nsrc=x>b") == ("a" + SCRIPT_WARNING, 1)
     assert remove_scripts("a<ScRiPt>b</sCrIpT\n>c<script/>d") == (
