@@ -37,6 +37,26 @@ def escape(text: object, limit: int = 500) -> str:
     return s
 
 
+class _Formatter(logging.Formatter):
+    """The stdlib formatter, with the date text of the current second kept:
+    ``asctime`` (whole seconds, no ``%f``) is the same for every record of a
+    second, and ``time.strftime`` is a good part of a record's cost."""
+
+    def __init__(self, fmt: str, datefmt: str) -> None:
+        super().__init__(fmt, datefmt)
+        self._second: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        cached = self._second  # one tuple: threads see a consistent pair
+        if cached[0] == second and datefmt == self.datefmt:
+            return cached[1]
+        text = super().formatTime(record, datefmt)
+        if datefmt == self.datefmt:
+            self._second = (second, text)
+        return text
+
+
 def setup_logging(logdir: str | None, level: int = logging.INFO) -> logging.Handler:
     """Send every log record to ``logdir/milter.log`` (stderr when ``logdir``
     is None), in the bms format.  Returns the handler."""
@@ -46,7 +66,7 @@ def setup_logging(logdir: str | None, level: int = logging.INFO) -> logging.Hand
         handler = logging.handlers.WatchedFileHandler(os.path.join(logdir, LOG_FILE))
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, DATE_FORMAT))
+    handler.setFormatter(_Formatter(LOG_FORMAT, DATE_FORMAT))
     handler.addFilter(connid.ConnectionIdFilter())
     setattr(handler, "bms_handler", True)  # noqa: B010 - a marker on a stdlib object
     root = logging.getLogger()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import logging
+import re
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_ASCII_DIGIT = re.compile(r"[0-9]")
 
 
 def parse_ip(text: str | None) -> IPAddress | None:
@@ -34,6 +37,8 @@ def parse_ip(text: str | None) -> IPAddress | None:
         t = t[1:-1]
     if t[:5].lower() == "ipv6:":
         t = t[5:]
+    if ":" not in t and not _ASCII_DIGIT.search(t):
+        return None  # neither IPv6 (has colons) nor IPv4 (ASCII digits): skip the parse
     try:
         ip = ipaddress.ip_address(t)
     except ValueError:
@@ -79,9 +84,10 @@ class IpList:
             return False
         if any(ip.version == net.version and ip in net for net in self.networks):
             return True
-        text = str(ip)
-        if any(fnmatch.fnmatchcase(text, g) for g in self.globs):
-            return True
+        if self.globs:
+            text = str(ip)
+            if any(fnmatch.fnmatchcase(text, g) for g in self.globs):
+                return True
         if self.hosts and resolver is not None:
             for name, bits in self.hosts:
                 try:
@@ -155,9 +161,10 @@ def classify(
     # sendmail writes "[ip]" when there is no PTR; Postfix writes "unknown".
     ptr_missing = not hostname or hostname.startswith("[") or hostname == "unknown"
     dyn = False
-    if ip is not None and not local:
-        dyn = ptr_missing or bool(is_dynamic and is_dynamic(hostname, str(ip)))
-    if ptr_missing and ip is not None:
-        hostname = f"[{ip}]"
-    return Connection(hostname or "localhost", str(ip) if ip is not None else None, port,
+    text = str(ip) if ip is not None else None
+    if text is not None and not local:
+        dyn = ptr_missing or bool(is_dynamic and is_dynamic(hostname, text))
+    if ptr_missing and text is not None:
+        hostname = f"[{text}]"
+    return Connection(hostname or "localhost", text, port,
                       internal, trusted, local, dyn, receiver, daemon_port)

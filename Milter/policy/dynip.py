@@ -128,6 +128,9 @@ def is_dynamic(name: str, ip: str) -> bool:
     word = _has_word(_tokens(host))
     if word:
         return True
+    first = _PIECES.findall(labels[0])
+    if first and first[0] in _MAIL_WORDS:
+        return False  # (whatever ``ip`` is: no need to parse it)
     addr: ipaddress.IPv4Address | ipaddress.IPv6Address | None
     try:
         addr = ipaddress.ip_address(ip.strip().removeprefix("IPv6:").strip("[]"))
@@ -136,9 +139,6 @@ def is_dynamic(name: str, ip: str) -> bool:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
     if addr is None:
-        return False
-    first = _PIECES.findall(labels[0])
-    if first and first[0] in _MAIL_WORDS:
         return False
     # The address may also be spelt across the provider part ("1-2-3-4.isp.example"
     # has only two labels after it), so rule 2 looks at every label but the TLD.
