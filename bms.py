@@ -1,9 +1,9 @@
 """bms: the policy milter daemon for sendmail and Postfix.
 
 This is the composition root: it reads ``pymilter.cfg`` (``-c``, repeatable,
-later files override earlier ones), builds the policy (Milter.runtime), and
+later files override earlier ones), builds the policy (bmslib.runtime), and
 serves it on the milter socket (Milter.server) with one
-:class:`Milter.glue.BmsMilter` per MTA connection.
+:class:`bmslib.milter.BmsMilter` per MTA connection.
 
 Signals: SIGTERM/SIGINT stop (running sessions finish, bounded); SIGHUP
 re-reads the configuration, access file and templates (a broken new
@@ -20,22 +20,24 @@ import sys
 import threading
 from collections.abc import Sequence
 
+import bmslib
 import Milter
-from Milter import connid, lowlevel, metrics, privileges, sdnotify, tempclean
-from Milter.config import DEFAULT_PATH, Config, ConfigError, load_config
-from Milter.glue import BmsMilter
-from Milter.interfaces import StateStore
-from Milter.log import reopen_logs, setup_logging
-from Milter.pidfile import Pidfile, PidfileError
-from Milter.privileges import PrivilegeError
-from Milter.runtime import (
+from bmslib import metrics, privileges, sdnotify, tempclean
+from bmslib.config import DEFAULT_PATH, Config, ConfigError, load_config
+from bmslib.interfaces import StateStore
+from bmslib.log import reopen_logs, setup_logging
+from bmslib.milter import BmsMilter
+from bmslib.pidfile import Pidfile, PidfileError
+from bmslib.privileges import PrivilegeError
+from bmslib.runtime import (
     Runtime,
     RuntimeBuildError,
     build_runtime,
     describe,
     maintain_store,
 )
-from Milter.server import MilterServer, SocketSpecError, parse_socket_spec
+from Milter import connid, lowlevel
+from Milter.server import SocketSpecError, parse_socket_spec
 
 log = logging.getLogger("bms")
 
@@ -128,6 +130,7 @@ STARTUP_ONLY = (("milter", "socket"), ("milter", "name"), ("milter", "workers"),
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bms", description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--version", action="version", version=f"bms {bmslib.__version__}")
     p.add_argument("-c", "--config", action="append", metavar="PATH",
                    help=f"configuration file (default {DEFAULT_PATH}); repeat to layer "
                         "files, later ones override earlier ones")
@@ -253,9 +256,10 @@ def run_daemon(args: argparse.Namespace, paths: Sequence[str], config: Config,
         callbacks=dict(Milter.glue_callbacks(make_milter)),
         registered=True, conn=socket_spec, timeout=float(config.get("milter", "timeout")),
         workers=workers, umask=None if umask is None else int(umask),
+        observer=metrics.OBSERVER,
         exception_policy=EXCEPTION_POLICY[str(config.get("milter", "untrapped_exception"))
                                           .upper()])
-    server = MilterServer.from_registration(reg)
+    server = lowlevel.make_server(reg)
     try:
         server.open()
     except OSError as exc:

@@ -14,7 +14,7 @@ ensure_sendmail
 ensure_venv "$ROOT/.venv" ".[test]"
 ensure_pymilter
 
-.venv/bin/ruff check Milter bms.py tests bench
+.venv/bin/ruff check Milter bmslib bms.py tests bench
 .venv/bin/mypy
 export BMS_SENDMAIL_ROOT=$SENDMAIL_ROOT BMS_PYMILTER_PYTHON=$PYMILTER_VENV/bin/python
 run_in_netns "$ROOT/.venv/bin/python" -m pytest "$@"

@@ -22,8 +22,7 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import IO, Any, Final
 
-from . import lowlevel as L
-from . import metrics
+from . import registration as L
 from .protocol import commands as cmd
 from .protocol import constants as C
 from .protocol import replies as R
@@ -110,6 +109,7 @@ class Context:
         self.session = Session(registration.max_data_size)
         self.registration = registration
         self._callbacks = registration.callbacks
+        self._observe = registration.observer.callback
         self.id = conn_id
         # Every line this context logs names its connection (record.connid).
         self.log = logging.LoggerAdapter(log, {"connid": conn_id})
@@ -168,6 +168,20 @@ class Context:
             return False
         return True
 
+    @property
+    def idle(self) -> bool:
+        """No transaction is open: the connection may be closed between messages."""
+        return not self.session.in_transaction
+
+    def end_of_input(self) -> None:
+        """The MTA closed its side: a packet it cut short is logged, then the
+        session ends as :meth:`connection_lost` ends it."""
+        try:
+            self.session.receive_eof()
+        except PeerError as exc:
+            self.log.warning("MTA closed the connection mid-packet: %s", exc)
+        self.connection_lost()
+
     def connection_lost(self, reason: BaseException | None = None) -> None:
         """End of the session (EOF, error, timeout): abort an open transaction,
         then run close exactly once."""
@@ -203,7 +217,7 @@ class Context:
             self.log.exception("untrapped exception in %s callback", name)
             return self._exception_policy(), True
         finally:
-            metrics.callback(name, perf_counter() - started)  # a no-op unless turned on
+            self._observe(name, perf_counter() - started)
         if name in ("abort", "close"):
             return L.CONTINUE, False
         if not isinstance(rc, int) or (

@@ -12,111 +12,74 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
 
+from . import registration as _reg
+from .context import Context
 from .protocol import constants as C
-
-if TYPE_CHECKING:
-    from .server import MilterServer
-
-# --- constants with libmilter's values --------------------------------------------
-CONTINUE: Final = C.SMFIS_CONTINUE
-REJECT: Final = C.SMFIS_REJECT
-DISCARD: Final = C.SMFIS_DISCARD
-ACCEPT: Final = C.SMFIS_ACCEPT
-TEMPFAIL: Final = C.SMFIS_TEMPFAIL
-NOREPLY: Final = C.SMFIS_NOREPLY
-SKIP: Final = C.SMFIS_SKIP
-ALL_OPTS: Final = C.SMFIS_ALL_OPTS
-SUCCESS: Final = 0
-FAILURE: Final = -1
-VERSION: Final = 0x01000001
-
-ADDHDRS: Final = C.SMFIF_ADDHDRS
-CHGBODY: Final = C.SMFIF_CHGBODY
-MODBODY: Final = C.SMFIF_CHGBODY
-ADDRCPT: Final = C.SMFIF_ADDRCPT
-DELRCPT: Final = C.SMFIF_DELRCPT
-CHGHDRS: Final = C.SMFIF_CHGHDRS
-QUARANTINE: Final = C.SMFIF_QUARANTINE
-CHGFROM: Final = C.SMFIF_CHGFROM
-ADDRCPT_PAR: Final = C.SMFIF_ADDRCPT_PAR
-SETSYMLIST: Final = C.SMFIF_SETSYMLIST
-V1_ACTS: Final = C.SMFI_V1_ACTS
-V2_ACTS: Final = C.SMFI_V2_ACTS
-CURR_ACTS: Final = C.SMFI_CURR_ACTS
-
-P_NOCONNECT: Final = C.SMFIP_NOCONNECT
-P_NOHELO: Final = C.SMFIP_NOHELO
-P_NOMAIL: Final = C.SMFIP_NOMAIL
-P_NORCPT: Final = C.SMFIP_NORCPT
-P_NOBODY: Final = C.SMFIP_NOBODY
-P_NOHDRS: Final = C.SMFIP_NOHDRS
-P_NOEOH: Final = C.SMFIP_NOEOH
-P_NR_HDR: Final = C.SMFIP_NR_HDR
-P_NOUNKNOWN: Final = C.SMFIP_NOUNKNOWN
-P_NODATA: Final = C.SMFIP_NODATA
-P_SKIP: Final = C.SMFIP_SKIP
-P_RCPT_REJ: Final = C.SMFIP_RCPT_REJ
-P_NR_CONN: Final = C.SMFIP_NR_CONN
-P_NR_HELO: Final = C.SMFIP_NR_HELO
-P_NR_MAIL: Final = C.SMFIP_NR_MAIL
-P_NR_RCPT: Final = C.SMFIP_NR_RCPT
-P_NR_DATA: Final = C.SMFIP_NR_DATA
-P_NR_UNKN: Final = C.SMFIP_NR_UNKN
-P_NR_EOH: Final = C.SMFIP_NR_EOH
-P_NR_BODY: Final = C.SMFIP_NR_BODY
-P_HDR_LEADSPC: Final = C.SMFIP_HDR_LEADSPC
-
-M_CONNECT: Final = C.SMFIM_CONNECT
-M_HELO: Final = C.SMFIM_HELO
-M_ENVFROM: Final = C.SMFIM_ENVFROM
-M_ENVRCPT: Final = C.SMFIM_ENVRCPT
-M_DATA: Final = C.SMFIM_DATA
-M_EOM: Final = C.SMFIM_EOM
-M_EOH: Final = C.SMFIM_EOH
-
-DEFAULT_TIMEOUT: Final = 7210  # libmilter's read/write timeout, seconds
-
-
-class error(Exception):  # noqa: N801 - pymilter's name
-    """``milter.error``: a milter call failed."""
-
-
-Callback = Callable[..., Any]
-CALLBACK_NAMES: Final = (
-    "connect", "helo", "envfrom", "envrcpt", "header", "eoh", "body", "eom", "abort", "close",
-    "data", "unknown", "negotiate",
+from .registration import (  # noqa: F401 - the C module's names
+    ACCEPT,
+    ADDHDRS,
+    ADDRCPT,
+    ADDRCPT_PAR,
+    ALL_OPTS,
+    CALLBACK_NAMES,
+    CHGBODY,
+    CHGFROM,
+    CHGHDRS,
+    CONTINUE,
+    CURR_ACTS,
+    DEFAULT_TIMEOUT,
+    DELRCPT,
+    DISCARD,
+    FAILURE,
+    M_CONNECT,
+    M_DATA,
+    M_ENVFROM,
+    M_ENVRCPT,
+    M_EOH,
+    M_EOM,
+    M_HELO,
+    MODBODY,
+    NOREPLY,
+    P_HDR_LEADSPC,
+    P_NOBODY,
+    P_NOCONNECT,
+    P_NODATA,
+    P_NOEOH,
+    P_NOHDRS,
+    P_NOHELO,
+    P_NOMAIL,
+    P_NORCPT,
+    P_NOUNKNOWN,
+    P_NR_BODY,
+    P_NR_CONN,
+    P_NR_DATA,
+    P_NR_EOH,
+    P_NR_HDR,
+    P_NR_HELO,
+    P_NR_MAIL,
+    P_NR_RCPT,
+    P_NR_UNKN,
+    P_RCPT_REJ,
+    P_SKIP,
+    QUARANTINE,
+    REJECT,
+    SETSYMLIST,
+    SKIP,
+    SUCCESS,
+    TEMPFAIL,
+    V1_ACTS,
+    V2_ACTS,
+    VERSION,
+    Callback,
+    Registration,
+    error,
 )
-
-
-@dataclass
-class Registration:
-    """Everything ``register``/``setconn``/``settimeout``… configured."""
-
-    name: str = "pythonfilter"
-    callbacks: dict[str, Callback | None] = field(default_factory=dict)
-    flags: int = CURR_ACTS
-    exception_policy: int = TEMPFAIL
-    timeout: float = DEFAULT_TIMEOUT
-    backlog: int = 0  # 0: SOMAXCONN
-    conn: str = ""
-    registered: bool = False
-    max_data_size: int = C.DEFAULT_MAX_DATA_SIZE
-    workers: int = 1
-    umask: int | None = None
-    debug: int = 0
-
-    def callback(self, name: str) -> Callback | None:
-        return self.callbacks.get(name)
-
+from .server import MilterServer
 
 _registration = Registration()
 _server: MilterServer | None = None
 _server_lock = threading.Lock()
-_diag = [0, 0]
-
 
 def registration() -> Registration:
     return _registration
@@ -214,23 +177,28 @@ def getversion() -> tuple[int, int, int]:
 
 
 def getdiag() -> tuple[int, int]:
-    return (_diag[0], _diag[1])
+    """(contexts created, contexts closed) in this process."""
+    return _reg.diag()
 
 
-def count_context(created: bool) -> None:
-    with _server_lock:
-        _diag[0 if created else 1] += 1
+def make_server(reg: Registration) -> MilterServer:
+    """A server for ``reg``: one :class:`~Milter.context.Context` per MTA
+    connection, with the registration's callbacks, timeout and observer."""
+
+    def make(send: Callable[[bytes], object], cid: str) -> Context:
+        return Context(reg, send, cid)
+
+    return MilterServer(reg.conn, make, timeout=reg.timeout, backlog=reg.backlog,
+                        workers=reg.workers, umask=reg.umask, observer=reg.observer)
 
 
 def _make_server() -> MilterServer:
-    from .server import MilterServer
-
     reg = _registration
     if not reg.registered:
         raise error("cannot opensocket: register() was not called")
     if not reg.conn:
         raise error("cannot opensocket: setconn() was not called")
-    return MilterServer.from_registration(reg)
+    return make_server(reg)
 
 
 def opensocket(rmsock: bool = True) -> None:

@@ -25,13 +25,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from . import connid, metrics
-from .protocol.errors import PeerError
-
-if TYPE_CHECKING:
-    from .lowlevel import Registration
+from . import connid
+from .observer import NULL_OBSERVER, Observer
 
 log = logging.getLogger("Milter.server")
 
@@ -43,12 +40,23 @@ DEFAULT_DRAIN_SECONDS = 30.0
 
 
 class ContextLike(Protocol):
-    def receive(self, data: bytes) -> bool: ...
-    def connection_lost(self, reason: BaseException | None = None) -> None: ...
+    """What the server needs of a connection's context (:class:`Milter.context.Context`)."""
+
+    def receive(self, data: bytes) -> bool:
+        """Handle bytes from the MTA; ``False`` once the session is over."""
+
+    def end_of_input(self) -> None:
+        """The MTA closed its side of the connection."""
+
+    def connection_lost(self, reason: BaseException | None = None) -> None:
+        """The connection failed or timed out (or the server closes it)."""
+
     @property
     def closed(self) -> bool: ...
+
     @property
-    def session(self) -> object: ...
+    def idle(self) -> bool:
+        """No transaction is open (the connection may be closed between messages)."""
 
 
 ContextFactory = Callable[[Callable[[bytes], object], str], ContextLike]
@@ -70,7 +78,7 @@ class _Live:
 
     @property
     def idle(self) -> bool:
-        return not getattr(self.ctx.session, "in_transaction", False)
+        return self.ctx.idle
 
     def close_if_idle(self) -> bool:
         """Shut the socket down if no command is being handled and no
@@ -180,6 +188,7 @@ class MilterServer:
         drain_seconds: float = DEFAULT_DRAIN_SECONDS,
         on_reload: Callable[[], object] | None = None,
         on_reopen: Callable[[], object] | None = None,
+        observer: Observer = NULL_OBSERVER,
     ) -> None:
         self.spec = parse_socket_spec(spec)
         self.make_context = make_context
@@ -189,6 +198,7 @@ class MilterServer:
         self.umask = umask
         self.socket_mode = socket_mode
         self.drain_seconds = drain_seconds
+        self.observer = observer
         # SIGHUP: on_reload() when given, else stop (libmilter's meaning);
         # SIGUSR1: on_reopen() (reopen log files).
         self.on_reload = on_reload
@@ -208,16 +218,6 @@ class MilterServer:
         self._socket_identity: tuple[int, int] | None = None
         self._children: dict[int, int] = {}  # pid -> worker index
         self.running = False
-
-    @classmethod
-    def from_registration(cls, reg: Registration) -> MilterServer:
-        from .context import Context
-
-        def make(send: Callable[[bytes], object], cid: str) -> Context:
-            return Context(reg, send, cid)
-
-        return cls(reg.conn, make, timeout=reg.timeout, backlog=reg.backlog,
-                   workers=reg.workers, umask=reg.umask)
 
     # ---------------------------------------------------------------- socket
 
@@ -409,11 +409,11 @@ class MilterServer:
                     self._busy += 1
                     if self._waiting == 0 and not self._stopping.is_set():
                         self._start_acceptor()
-                metrics.connection_opened()
+                self.observer.connection_opened()
                 try:
                     self._serve_connection(conn)
                 finally:
-                    metrics.connection_closed()
+                    self.observer.connection_closed()
                     with self._threads_lock:
                         self._busy -= 1
                 with self._threads_lock:
@@ -458,11 +458,7 @@ class MilterServer:
             while True:
                 data = recv(RECV_SIZE)
                 if not data:
-                    try:
-                        ctx.session.receive_eof()  # type: ignore[attr-defined]
-                    except PeerError as exc:
-                        log.warning("MTA closed the connection mid-packet: %s", exc)
-                    ctx.connection_lost()
+                    ctx.end_of_input()
                     break
                 before = writes
                 with live.lock:
@@ -577,5 +573,5 @@ class MilterServer:
             return None
         if pid == 0:
             return None
-        metrics.process_exited(pid)  # its live gauge (active connections) goes
+        self.observer.process_exited(pid)
         return self._children.pop(pid, None)

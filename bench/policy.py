@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import testbed  # noqa: E402
 from testbed.nsd import CLIENT_IP, CLIENT_PTR, Nsd, add_local_addresses  # noqa: E402
 
-from Milter.config import BANNED_EXTS  # noqa: E402
+from bmslib.config import BANNED_EXTS  # noqa: E402
 
 SAMPLE_CONFIG = ROOT / "pymilter.cfg"
 SENDER = "bench@pass.test"  # SPF pass for CLIENT_IP (default_zones)

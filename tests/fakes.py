@@ -1,10 +1,10 @@
-"""Fakes of the outside-world interfaces (Milter.interfaces), shared by the tests."""
+"""Fakes of the outside-world interfaces (bmslib.interfaces), shared by the tests."""
 
 from __future__ import annotations
 
-from Milter.interfaces import DnsTempError
-from Milter.policy.decision import AccessValue
-from Milter.policy.greylist import (
+from bmslib.interfaces import DnsTempError
+from bmslib.policy.decision import AccessValue
+from bmslib.policy.greylist import (
     GreylistKey,
     GreylistRecord,
     GreylistSettings,
@@ -48,7 +48,7 @@ class FakeAccess:
 
 
 class FakeStore:
-    """An in-memory :class:`Milter.interfaces.StateStore`; ``down`` makes
+    """An in-memory :class:`bmslib.interfaces.StateStore`; ``down`` makes
     every call raise StoreUnavailable (Redis stopped)."""
 
     path = "(memory)"

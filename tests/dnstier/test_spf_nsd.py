@@ -27,13 +27,13 @@ from testbed.nsd import (
     Nsd,
 )
 
-from Milter.dns import DnsResolver, DnsSettings, make_backend
-from Milter.interfaces import DnsTempError
-from Milter.policy.address import parse_address
-from Milter.policy.connection import Connection
-from Milter.policy.decision import Action
-from Milter.policy.dynip import is_dynamic
-from Milter.policy.spf import SpfPolicy, SpfSettings
+from bmslib.dns import DnsResolver, DnsSettings, make_backend
+from bmslib.interfaces import DnsTempError
+from bmslib.policy.address import parse_address
+from bmslib.policy.connection import Connection
+from bmslib.policy.decision import Action
+from bmslib.policy.dynip import is_dynamic
+from bmslib.policy.spf import SpfPolicy, SpfSettings
 
 pytestmark = pytest.mark.e2e
 

@@ -49,7 +49,7 @@ from testbed.redisd import redis_server as redis_server  # the session fixture
 from testbed.smtp import Transaction
 from testbed.smtpsink import Message, SmtpSink
 
-from Milter.policy.srs import Srs, SrsSettings
+from bmslib.policy.srs import Srs, SrsSettings
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,6 @@ from testbed.smtp import Reply, Transaction
 
 import Milter
 from Milter import lowlevel
-from Milter.server import MilterServer
 
 QF = b"""V8
 T1795547460
@@ -48,7 +47,7 @@ def test_milter_server_listens_on_port_zero() -> None:
     callbacks: dict[str, lowlevel.Callback | None] = dict(Milter.glue_callbacks())
     reg = lowlevel.Registration(name="t", callbacks=callbacks, registered=True,
                                 conn="inet:0@127.0.0.1")
-    server = MilterServer.from_registration(reg)
+    server = lowlevel.make_server(reg)
     server.open()
     try:
         assert isinstance(server.address, tuple)

@@ -68,8 +68,9 @@ def _copy_source(dest: Path) -> None:
             shutil.copy2(REPO / name, dest / name)
     for module in REPO.glob("*.py"):
         shutil.copy2(module, dest / module.name)
-    shutil.copytree(REPO / "Milter", dest / "Milter",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for package in ("Milter", "bmslib"):
+        shutil.copytree(REPO / package, dest / package,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
 @pytest.fixture(scope="session")

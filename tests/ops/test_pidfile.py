@@ -1,6 +1,6 @@
 """``--pidfile``: written once the socket listens, removed at a clean exit,
 a stale one replaced, a live one refusing a second daemon in one line; and
-systemd's READY=1 (``Milter.sdnotify``)."""
+systemd's READY=1 (``bmslib.sdnotify``)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from testbed.bmsd import REPO
 
-from Milter import pidfile, sdnotify
-from Milter.pidfile import Pidfile, PidfileError
+from bmslib import pidfile, sdnotify
+from bmslib.pidfile import Pidfile, PidfileError
 
 from .helpers import Daemon, run_bms, write_config
 
@@ -116,7 +116,7 @@ def test_written_after_switching_user_in_a_root_directory(open_tmp: Path) -> Non
     remove files from root's directory, so release empties the file."""
     code = (
         "import os, sys\n"
-        "from Milter.pidfile import Pidfile\n"
+        "from bmslib.pidfile import Pidfile\n"
         "pf = Pidfile(sys.argv[1]); pf.claim()\n"
         "os.setgid(65534); os.setuid(65534)\n"
         "pf.write(); print('written', flush=True); sys.stdin.readline(); pf.release()\n")

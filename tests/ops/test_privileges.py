@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from testbed.bmsd import REPO
 
-from Milter import privileges
-from Milter.config import ConfigError, load_config
-from Milter.privileges import Account, DropPlan, PrivilegeError, SocketPlan
+from bmslib import privileges
+from bmslib.config import ConfigError, load_config
+from bmslib.privileges import Account, DropPlan, PrivilegeError, SocketPlan
 
 from .helpers import Daemon, Installed, run_bms, runs_as, write_config
 
@@ -194,7 +194,7 @@ def test_daemon_refuses_unknown_names_in_one_line(
 
 DROP = """
 import json, os, sys
-from Milter import privileges
+from bmslib import privileges
 drop = privileges.plan(sys.argv[1], sys.argv[2] or None, euid=os.geteuid())
 privileges.drop(drop.target)
 try:

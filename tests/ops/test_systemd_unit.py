@@ -89,7 +89,7 @@ def test_unit_says_what_bms_needs() -> None:
 
 def test_unit_defaults_match_the_config_defaults() -> None:
     """The directories systemd makes are the ones the default config uses."""
-    from Milter.config import load_config
+    from bmslib.config import load_config
 
     cfg = load_config([])
     unit = parse(UNIT.read_text())

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from bmslib.tempclean import DAY, TempCleaner, clean_tempdir
 from Milter.server import MilterServer
-from Milter.tempclean import DAY, TempCleaner, clean_tempdir
 
 from .helpers import Daemon, write_config
 
@@ -101,7 +101,7 @@ def test_cleaner_runs_at_first_tick_then_once_per_interval(
     clock = [1000.0]
     settings = [(str(t), 7.0)]
     cleaner = TempCleaner(lambda: settings[0], interval=3600, clock=lambda: clock[0])
-    caplog.set_level(logging.INFO, logger="Milter.tempclean")
+    caplog.set_level(logging.INFO, logger="bmslib.tempclean")
 
     make(t / "a", 10, now=time.time())
     make(t / "b", 10, now=time.time())

@@ -11,11 +11,11 @@ import pytest
 from fakes import FakeResolver
 from testbed.smtpsink import SmtpSink, smtp_sink_factory  # noqa: F401  (fixture)
 
-from Milter.policy.address import parse_address
-from Milter.policy.cbv import CallbackVerifier, CbvSettings, CbvStatus
-from Milter.policy.decision import Action
-from Milter.policy.pipeline import CbvRequest
-from Milter.smtpclient import SmtplibTransport
+from bmslib.policy.address import parse_address
+from bmslib.policy.cbv import CallbackVerifier, CbvSettings, CbvStatus
+from bmslib.policy.decision import Action
+from bmslib.policy.pipeline import CbvRequest
+from bmslib.smtpclient import SmtplibTransport
 
 SENDER = parse_address("<alice@example.com>")
 VARIABLES = {

@@ -17,13 +17,13 @@ import redis
 from testbed.redisd import RedisServer, require_redis
 from testbed.redisd import redis_server as redis_server  # the session fixture
 
-from Milter.policy.greylist import (
+from bmslib.policy.greylist import (
     GreylistSettings,
     GreylistVerdict,
     StoreUnavailable,
     decide_unavailable,
 )
-from Milter.state.redis import RedisStore, grey_key, public_url
+from bmslib.state.redis import RedisStore, grey_key, public_url
 
 S = GreylistSettings()
 KEY = ("192.0.2.0/24", "a@example.com", "b@example.org")

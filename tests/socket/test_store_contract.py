@@ -1,4 +1,4 @@
-"""The state-store contract (Milter.interfaces.StateStore): every operation,
+"""The state-store contract (bmslib.interfaces.StateStore): every operation,
 the same test bodies run against the SQLite store and against the Redis
 store on a real redis-server (database 3, flushed for each test).
 
@@ -26,12 +26,12 @@ import redis
 from testbed.redisd import RedisServer
 from testbed.redisd import redis_server as redis_server  # the session fixture
 
-from Milter.interfaces import BanStore, StateStore
-from Milter.policy.greylist import GreylistSettings, GreylistStore, GreylistVerdict
-from Milter.state.cbvcache import CacheStore
-from Milter.state.legacy import import_legacy
-from Milter.state.redis import RedisStore
-from Milter.state.sqlite import SqliteStore
+from bmslib.interfaces import BanStore, StateStore
+from bmslib.policy.greylist import GreylistSettings, GreylistStore, GreylistVerdict
+from bmslib.state.cbvcache import CacheStore
+from bmslib.state.legacy import import_legacy
+from bmslib.state.redis import RedisStore
+from bmslib.state.sqlite import SqliteStore
 
 DAY = 86400.0
 HOUR = 3600.0

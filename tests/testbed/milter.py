@@ -129,7 +129,7 @@ def start_milter(factory: Factory, spec: str = "inet:0@127.0.0.1", *,
     reg = lowlevel.Registration(name=name, callbacks=callbacks,
                                 registered=True, conn=spec, **registration)
     try:
-        server = MilterServer.from_registration(reg)
+        server = lowlevel.make_server(reg)
         server.socket_mode = socket_mode
         server.drain_seconds = drain_seconds
         server.open()

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import cast
 
-from Milter.interfaces import DnsTempError
-from Milter.policy.connection import Connection
+from bmslib.interfaces import DnsTempError
+from bmslib.policy.connection import Connection
 
 CLIENT = "192.0.2.66"
 CLIENT6 = "2001:db8::66"

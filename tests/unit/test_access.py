@@ -1,4 +1,4 @@
-"""``Milter.access``: the sendmail access file read as text (SPEC §5)."""
+"""``bmslib.access``: the sendmail access file read as text (SPEC §5)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from Milter.access import AccessError, AccessFile, parse_value, subject_candidates
-from Milter.interfaces import Access
-from Milter.policy.decision import AccessKind, AccessValue
+from bmslib.access import AccessError, AccessFile, parse_value, subject_candidates
+from bmslib.interfaces import Access
+from bmslib.policy.decision import AccessKind, AccessValue
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from Milter.archive import (
+from bmslib.archive import (
     CHUNK,
     ArchiveError,
     LineEnds,

@@ -10,19 +10,19 @@ from dataclasses import dataclass, field
 import pytest
 from fakes import FakeClock, FakeResolver
 
-from Milter.interfaces import DnsTempError
-from Milter.policy.address import parse_address
-from Milter.policy.cbv import (
+from bmslib.interfaces import DnsTempError
+from bmslib.policy.address import parse_address
+from bmslib.policy.cbv import (
     CallbackVerifier,
     CbvResult,
     CbvSettings,
     CbvStatus,
     MemoryCbvCache,
 )
-from Milter.policy.decision import Action
-from Milter.policy.dsn import load_templates
-from Milter.policy.pipeline import CbvRequest
-from Milter.smtpclient import SmtpOutcome
+from bmslib.policy.decision import Action
+from bmslib.policy.dsn import load_templates
+from bmslib.policy.pipeline import CbvRequest
+from bmslib.smtpclient import SmtpOutcome
 
 SENDER = parse_address("<Alice@Example.COM>")
 OK = SmtpOutcome(250, "2.1.5 ok", "RCPT")

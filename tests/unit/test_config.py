@@ -1,4 +1,4 @@
-"""``Milter.config``: the one schema, the shipped sample, the original's
+"""``bmslib.config``: the one schema, the shipped sample, the original's
 option names, and one-line errors naming file, section and option."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from Milter.config import (
+from bmslib.config import (
     ALL_DOMAINS,
     BANNED_EXTS,
     DEFAULT_PATH,

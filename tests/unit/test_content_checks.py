@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from Milter.policy.address import parse_address
-from Milter.policy.content import (
+from bmslib.policy.address import parse_address
+from bmslib.policy.content import (
     CJK_CHARSETS,
     ContentSettings,
     check_charsets,
@@ -22,7 +22,7 @@ from Milter.policy.content import (
     header_charsets,
     normalize_charset,
 )
-from Milter.policy.decision import CONTINUE, Action
+from bmslib.policy.decision import CONTINUE, Action
 
 from .helpers import PROPERTY, PROPERTY_SMALL
 

@@ -12,7 +12,7 @@ import pytest
 from corpus import BANNED_EXTS, CASES, CORPUS_DIR, CORPUS_SETTINGS, TEXT_PART_CHARSETS, Case
 from corpus import split_message as split
 
-from Milter.content.defang import DefangSettings, ScanResult, scan
+from bmslib.content.defang import DefangSettings, ScanResult, scan
 
 SETTINGS = DefangSettings(
     banned_exts=frozenset(BANNED_EXTS), scan_zip=bool(CORPUS_SETTINGS["scan_zip"]),

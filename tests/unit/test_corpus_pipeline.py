@@ -17,11 +17,11 @@ import pytest
 from corpus import CASES, CORPUS_SETTINGS, Case, split_message
 from fakes import FakeAccess, FakeClock, FakeStore
 
-from Milter.config import load_config
-from Milter.policy.decision import Action, Decision
-from Milter.policy.pipeline import PolicySettings, Services, SmtpSession
-from Milter.runtime import message_settings
-from Milter.spool import save_original
+from bmslib.config import load_config
+from bmslib.policy.decision import Action, Decision
+from bmslib.policy.pipeline import PolicySettings, Services, SmtpSession
+from bmslib.runtime import message_settings
+from bmslib.spool import save_original
 
 CHUNK = 65535  # the MTA's largest body chunk
 

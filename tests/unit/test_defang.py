@@ -1,4 +1,4 @@
-"""Milter.content.defang (with zipscan and html): each rule, the rewrite, the warning
+"""bmslib.content.defang (with zipscan and html): each rule, the rewrite, the warning
 text, the top-level replacement, and bounded memory on a 20 MiB attachment."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from Milter.content import zipscan
-from Milter.content.defang import (
+from bmslib.content import zipscan
+from bmslib.content.defang import (
     DefangSettings,
     Finding,
     ScanResult,
@@ -27,7 +27,7 @@ from Milter.content.defang import (
     scan,
     warning_text,
 )
-from Milter.content.html import SCRIPT_WARNING, remove_scripts
+from bmslib.content.html import SCRIPT_WARNING, remove_scripts
 
 BANNED = frozenset({"bat", "com", "exe", "js", "pif", "scr", "vbs"})
 ALL = DefangSettings(banned_exts=BANNED, scan_zip=True, scan_html=True)

@@ -1,4 +1,4 @@
-"""DKIM sign/verify and Authentication-Results items (Milter.policy.dkim)."""
+"""DKIM sign/verify and Authentication-Results items (bmslib.policy.dkim)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from dkim.canonicalization import CanonicalizationPolicy
 from dkim.crypto import parse_pem_private_key
 from dkimkeys import keypair
 
-from Milter.interfaces import DnsTempError
-from Milter.policy.dkim import (
+from bmslib.interfaces import DnsTempError
+from bmslib.policy.dkim import (
     DkimError,
     DkimResult,
     DkimSettings,

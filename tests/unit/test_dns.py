@@ -1,4 +1,4 @@
-"""Milter.dns without a server (settings, names, the TTL cache) and
+"""bmslib.dns without a server (settings, names, the TTL cache) and
 ResolverQuery's lookup primitive over a zone table.  Real answers from NSD
 are in tests/dnstier."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import spf
 
-from Milter.dns import DnsResolver, DnsSettings, TtlCache, make_backend, parse_nameserver, to_name
-from Milter.policy.spfquery import ResolverQuery, reverse_name_to_ip
+from bmslib.dns import DnsResolver, DnsSettings, TtlCache, make_backend, parse_nameserver, to_name
+from bmslib.policy.spfquery import ResolverQuery, reverse_name_to_ip
 
 from .spf_fakes import CLIENT, zone
 

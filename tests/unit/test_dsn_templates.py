@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from Milter.policy import dsn
-from Milter.policy.dsn import (
+from bmslib.policy import dsn
+from bmslib.policy.dsn import (
     TEMPLATE_NAMES,
     VARIABLES,
     Template,

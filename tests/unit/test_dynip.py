@@ -1,10 +1,10 @@
-"""The dynamic-PTR heuristic of Milter.policy.dynip."""
+"""The dynamic-PTR heuristic of bmslib.policy.dynip."""
 
 from __future__ import annotations
 
 import pytest
 
-from Milter.policy.dynip import is_dynamic
+from bmslib.policy.dynip import is_dynamic
 
 CASES = [
     # name, ip, dynamic

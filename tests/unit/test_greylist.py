@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from Milter.policy.decision import CONTINUE, Action
-from Milter.policy.greylist import (
+from bmslib.policy.decision import CONTINUE, Action
+from bmslib.policy.greylist import (
     GreylistRecord,
     GreylistSettings,
     GreylistVerdict,
@@ -20,7 +20,7 @@ from Milter.policy.greylist import (
     greylist_step,
     mask_ip,
 )
-from Milter.state.sqlite import SqliteStore
+from bmslib.state.sqlite import SqliteStore
 
 T0 = 1_700_000_000.0
 S = GreylistSettings()  # 5 min, 6 h, 36 d

@@ -20,22 +20,22 @@ from typing import Any
 import pytest
 from fakes import FakeAccess, FakeClock, FakeStore
 
-from Milter.policy.address import parse_address
-from Milter.policy.checks import CheckSettings
-from Milter.policy.connection import ConnectionSettings, IpList, classify
-from Milter.policy.decision import AccessKind, AccessValue, Action, Decision
-from Milter.policy.dkim import DkimSettings
-from Milter.policy.greylist import GreylistSettings
-from Milter.policy.pipeline import PolicySettings, Services, SmtpSession
-from Milter.policy.reputation import ReputationSettings
-from Milter.policy.spf import SpfPolicy, SpfSettings
-from Milter.policy.srs import Srs, SrsSettings
+from bmslib.policy.address import parse_address
+from bmslib.policy.checks import CheckSettings
+from bmslib.policy.connection import ConnectionSettings, IpList, classify
+from bmslib.policy.decision import AccessKind, AccessValue, Action, Decision
+from bmslib.policy.dkim import DkimSettings
+from bmslib.policy.greylist import GreylistSettings
+from bmslib.policy.pipeline import PolicySettings, Services, SmtpSession
+from bmslib.policy.reputation import ReputationSettings
+from bmslib.policy.spf import SpfPolicy, SpfSettings
+from bmslib.policy.srs import Srs, SrsSettings
 from Milter.protocol.replytext import MAX_LINE
 
 from .spf_fakes import CLIENT, CLIENT6, zone
 
 UNSAFE = re.compile(r"[\x00-\x1f\x7f\u0080-\u009f\u2028\u2029\ud800-\udfff]")
-# One log line: a few escaped fields of at most 500 characters (Milter.log.escape).
+# One log line: a few escaped fields of at most 500 characters (bmslib.log.escape).
 MAX_LOG_LINE = 4000
 
 EIGHT_BIT_HELO = b"h\xe9llo.example".decode("utf-8", "surrogateescape")

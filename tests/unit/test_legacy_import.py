@@ -1,4 +1,4 @@
-"""The one-time import of the original flat files (Milter.state.legacy):
+"""The one-time import of the original flat files (bmslib.state.legacy):
 file discovery (rotations, gzip), line parsing, warnings naming FILE:LINE,
 expiry arithmetic and run-once, against a recording fake store."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from Milter.state.legacy import (
+from bmslib.state.legacy import (
     MARKER_KEY,
     MARKER_KIND,
     LegacyImport,

@@ -14,15 +14,15 @@ from typing import IO, Any
 import pytest
 from fakes import FakeAccess, FakeClock, FakeStore
 
-from Milter.content.defang import DefangSettings
-from Milter.policy.connection import ConnectionSettings, IpList
-from Milter.policy.content import content_settings
-from Milter.policy.decision import Action
-from Milter.policy.edits import HeaderEdit, apply_edits
-from Milter.policy.message import MessageSettings
-from Milter.policy.pipeline import PolicySettings, Services, SmtpSession
-from Milter.policy.recipients import RecipientSettings, address_set
-from Milter.spool import MessageSpool, save_original
+from bmslib.content.defang import DefangSettings
+from bmslib.policy.connection import ConnectionSettings, IpList
+from bmslib.policy.content import content_settings
+from bmslib.policy.decision import Action
+from bmslib.policy.edits import HeaderEdit, apply_edits
+from bmslib.policy.message import MessageSettings
+from bmslib.policy.pipeline import PolicySettings, Services, SmtpSession
+from bmslib.policy.recipients import RecipientSettings, address_set
+from bmslib.spool import MessageSpool, save_original
 
 INTERNAL = ConnectionSettings(IpList(["192.168.0.0/16"]), IpList([]))
 EXE_BODY = (b"--XYZ\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n"

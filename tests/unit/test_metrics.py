@@ -1,11 +1,11 @@
-"""Milter.metrics: the no-op API while metrics are off, the recorder's
+"""bmslib.metrics: the no-op API while metrics are off, the recorder's
 labels, multiprocess counting across forked workers, the value directory,
 the listen address and the HTTP endpoint.
 
 prometheus_client picks single- or multi-process values once per
 interpreter, when it is first imported; so everything that turns metrics on
 for real runs in a fresh interpreter (:func:`run`), and this process only
-uses :class:`Milter.metrics.Recorder` with an ordinary registry.
+uses :class:`bmslib.metrics.Recorder` with an ordinary registry.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from Milter import metrics
-from Milter.metrics import MetricsError, MetricsServer, Recorder, parse_listen
+from bmslib import metrics
+from bmslib.metrics import MetricsError, MetricsServer, Recorder, parse_listen
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,7 +55,7 @@ def run(code: str, tmp_path: Path) -> str:
 def test_off_every_call_is_a_noop_and_prometheus_is_never_imported(tmp_path: Path) -> None:
     out = run("""
         import sys
-        from Milter import metrics
+        from bmslib import metrics
         metrics.decision("reject", "zombie PC")
         metrics.callback("eom", 0.01)
         metrics.connection_opened()
@@ -157,7 +157,7 @@ def test_forked_workers_are_summed_and_a_dead_workers_gauge_goes(tmp_path: Path)
     (directory / "keep.txt").write_text("not ours to delete")
     out = run(f"""
         import os
-        from Milter import metrics
+        from bmslib import metrics
         metrics.enable({str(directory)!r})
         print(sorted(os.listdir({str(directory)!r})))
         pids = []
@@ -196,7 +196,7 @@ def test_forked_workers_are_summed_and_a_dead_workers_gauge_goes(tmp_path: Path)
 def test_endpoint_serves_metrics_and_only_metrics(tmp_path: Path) -> None:
     out = run(f"""
         import urllib.error, urllib.request
-        from Milter import metrics
+        from bmslib import metrics
         server = metrics.start("127.0.0.1:0", {str(tmp_path / "m")!r})
         metrics.decision("tempfail", "greylist")
         base = "http://127.0.0.1:%d" % server.server_port

@@ -1,4 +1,4 @@
-"""Milter.content.mime: the streaming structure scanner (offsets, leniency, names),
+"""bmslib.content.mime: the streaming structure scanner (offsets, leniency, names),
 plus property tests through defang.scan: hostile bytes never raise, and a rewrite
 touches only the parts it replaces."""
 
@@ -9,8 +9,8 @@ import io
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from Milter.content import mime
-from Milter.content.defang import DefangSettings, scan
+from bmslib.content import mime
+from bmslib.content.defang import DefangSettings, scan
 
 CT_MIXED = [("Content-Type", 'multipart/mixed; boundary="b"')]
 

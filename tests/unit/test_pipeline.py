@@ -10,19 +10,19 @@ from typing import Any
 import pytest
 from fakes import FakeAccess, FakeClock, FakeStore
 
-from Milter.policy.address import Address, parse_address
-from Milter.policy.checks import CheckSettings
-from Milter.policy.connection import Connection, ConnectionSettings, IpList
-from Milter.policy.decision import CONTINUE, AccessKind, AccessValue, Action, Decision
-from Milter.policy.edits import HeaderEdit
-from Milter.policy.pipeline import (
+from bmslib.policy.address import Address, parse_address
+from bmslib.policy.checks import CheckSettings
+from bmslib.policy.connection import Connection, ConnectionSettings, IpList
+from bmslib.policy.decision import CONTINUE, AccessKind, AccessValue, Action, Decision
+from bmslib.policy.edits import HeaderEdit
+from bmslib.policy.pipeline import (
     CbvRequest,
     PolicySettings,
     Services,
     SmtpSession,
     SpfResult,
 )
-from Milter.policy.reputation import ReputationSettings
+from bmslib.policy.reputation import ReputationSettings
 
 INTERNAL = ConnectionSettings(IpList(["192.168.0.0/16"]), IpList(["203.0.113.25"]))
 CHECKS = CheckSettings(internal_domains=("example.com",),

@@ -12,14 +12,14 @@ import pytest
 from dkimkeys import keypair
 from fakes import FakeAccess, FakeClock, FakeStore
 
-from Milter.policy.decision import CONTINUE, AccessKind, AccessValue, Action, Decision
-from Milter.policy.dkim import DkimSettings, sign, verify_all
-from Milter.policy.dsn import build_message
-from Milter.policy.edits import EomResult, apply_edits
-from Milter.policy.greylist import GreylistSettings
-from Milter.policy.pipeline import PolicySettings, Services, SmtpSession, SpfResult
-from Milter.policy.reputation import ReputationSettings
-from Milter.policy.srs import Srs, SrsSettings
+from bmslib.policy.decision import CONTINUE, AccessKind, AccessValue, Action, Decision
+from bmslib.policy.dkim import DkimSettings, sign, verify_all
+from bmslib.policy.dsn import build_message
+from bmslib.policy.edits import EomResult, apply_edits
+from bmslib.policy.greylist import GreylistSettings
+from bmslib.policy.pipeline import PolicySettings, Services, SmtpSession, SpfResult
+from bmslib.policy.reputation import ReputationSettings
+from bmslib.policy.srs import Srs, SrsSettings
 from unit.test_pipeline import CHECKS, INTERNAL, FakeSpf, connect, macros
 
 OUTSIDE = "198.51.100.9"
@@ -365,8 +365,8 @@ def test_demerit_ban_with_store_down_does_not_crash() -> None:
 # --- replies to our own DSNs -----------------------------------------------------------
 
 def test_dsn_carries_an_srs_signed_message_id() -> None:
-    from Milter.policy.dsn import load_templates
-    from Milter.policy.dsnreply import message_id
+    from bmslib.policy.dsn import load_templates
+    from bmslib.policy.dsnreply import message_id
     mid = message_id(Srs(SRS, lambda: 1_000_000.0), "forged@victim.example")
     assert mid is not None and mid.startswith("SRS0=") and mid.endswith("@example.com")
     tmpl = load_templates(None)["softfail"]
@@ -378,7 +378,7 @@ def test_dsn_carries_an_srs_signed_message_id() -> None:
 @pytest.mark.parametrize("forged", [False, True])
 def test_reply_to_our_dsn_blacklists_the_notified_sender_and_is_discarded(
         forged: bool, caplog: pytest.LogCaptureFixture) -> None:
-    from Milter.policy.dsnreply import message_id
+    from bmslib.policy.dsnreply import message_id
     caplog.set_level(logging.INFO, "bms")
     clock, store = FakeClock(1_000_000.0), FakeStore()
     mid = message_id(Srs(SRS, clock.now), "forged@victim.example")

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from fakes import FakeAccess, FakeClock, FakeResolver, FakeStore
 
-from Milter.policy.address import parse_address
-from Milter.policy.checks import (
+from bmslib.policy.address import parse_address
+from bmslib.policy.checks import (
     CheckSettings,
     check_banned_ip,
     check_helo,
@@ -20,9 +20,9 @@ from Milter.policy.checks import (
     check_smtp_auth,
     check_zombie,
 )
-from Milter.policy.connection import Connection, ConnectionSettings, IpList, classify, parse_ip
-from Milter.policy.decision import AccessKind, AccessValue, Action
-from Milter.policy.reputation import Demerits, ReputationSettings
+from bmslib.policy.connection import Connection, ConnectionSettings, IpList, classify, parse_ip
+from bmslib.policy.decision import AccessKind, AccessValue, Action
+from bmslib.policy.reputation import Demerits, ReputationSettings
 
 
 def conn(ip: str | None = "198.51.100.7", *, internal: bool = False, trusted: bool = False,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from Milter.policy.address import Address, parse_address
-from Milter.policy.recipients import (
+from bmslib.policy.address import Address, parse_address
+from bmslib.policy.recipients import (
     RecipientPlan,
     RecipientSettings,
     SmartAlias,

@@ -1,4 +1,4 @@
-"""``Milter.runtime``: the policy objects built from a loaded configuration
+"""``bmslib.runtime``: the policy objects built from a loaded configuration
 (the shipped sample, the original's, and one option at a time), with a
 zone-table resolver and a transport that must not be used; every failure is
 a one-line :class:`RuntimeBuildError` naming what is at fault."""
@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 from fakes import FakeAccess, FakeClock, FakeStore
 
-from Milter.access import AccessFile
-from Milter.config import Config, load_config
-from Milter.policy.cbv import CallbackVerifier
-from Milter.policy.decision import Action
-from Milter.policy.greylist import GreylistSettings
-from Milter.policy.pipeline import PolicySettings, Services, SmtpSession
-from Milter.policy.spf import SpfPolicy, SpfSettings
-from Milter.runtime import (
+from bmslib.access import AccessFile
+from bmslib.config import Config, load_config
+from bmslib.policy.cbv import CallbackVerifier
+from bmslib.policy.decision import Action
+from bmslib.policy.greylist import GreylistSettings
+from bmslib.policy.pipeline import PolicySettings, Services, SmtpSession
+from bmslib.policy.spf import SpfPolicy, SpfSettings
+from bmslib.runtime import (
     NoAccess,
     Runtime,
     RuntimeBuildError,
@@ -38,8 +38,8 @@ from Milter.runtime import (
     spf_settings,
     system_nameservers,
 )
-from Milter.smtpclient import SmtpOutcome
-from Milter.state.sqlite import SqliteStore
+from bmslib.smtpclient import SmtpOutcome
+from bmslib.state.sqlite import SqliteStore
 
 from .spf_fakes import CLIENT, zone
 

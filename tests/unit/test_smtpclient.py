@@ -1,11 +1,11 @@
-"""The pure parts of Milter.smtpclient (sessions over real sockets are in
+"""The pure parts of bmslib.smtpclient (sessions over real sockets are in
 tests/socket/test_cbv_sink.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from Milter.smtpclient import (
+from bmslib.smtpclient import (
     MAX_TEXT,
     SmtplibTransport,
     SmtpOutcome,

@@ -9,11 +9,11 @@ import logging
 import pytest
 from fakes import FakeAccess
 
-from Milter.policy.address import parse_address
-from Milter.policy.decision import AccessKind, AccessValue, Action
-from Milter.policy.headertext import header_safe
-from Milter.policy.pipeline import SpfResult
-from Milter.policy.spf import SpfPolicy, SpfSettings, default_policy
+from bmslib.policy.address import parse_address
+from bmslib.policy.decision import AccessKind, AccessValue, Action
+from bmslib.policy.headertext import header_safe
+from bmslib.policy.pipeline import SpfResult
+from bmslib.policy.spf import SpfPolicy, SpfSettings, default_policy
 
 from .spf_fakes import CLIENT, CLIENT6, connection, zone
 

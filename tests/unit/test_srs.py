@@ -1,4 +1,4 @@
-"""SRS forward/reverse, bounce validation and sender rewriting (Milter.policy.srs)."""
+"""SRS forward/reverse, bounce validation and sender rewriting (bmslib.policy.srs)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from Milter.policy.address import parse_address
-from Milter.policy.decision import CONTINUE, Action
-from Milter.policy.srs import SPOOFED_BOUNCE_TEXT, Srs, SrsSettings, validate
+from bmslib.policy.address import parse_address
+from bmslib.policy.decision import CONTINUE, Action
+from bmslib.policy.srs import SPOOFED_BOUNCE_TEXT, Srs, SrsSettings, validate
 
 NOW = 1_700_000_000.0
 DAY = 86400.0
@@ -102,7 +102,7 @@ def test_other_separator() -> None:
 def test_forgery_detected_without_asserts() -> None:
     """pysrs checks hashes with ``assert``; ``python -O`` must not let forgeries in."""
     code = (
-        "from Milter.policy.srs import Srs, SrsSettings\n"
+        "from bmslib.policy.srs import Srs, SrsSettings\n"
         f"s = Srs(SrsSettings('k', fwdomain='{FW}'), clock=lambda: {NOW})\n"
         "a = s.forward('joe@outside.example')\n"
         "late = Srs(SrsSettings('k', fwdomain='{FW}'), clock=lambda: {NOW} + 30 * 86400)\n"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from bmslib.log import escape, setup_logging
+from bmslib.state import SqliteStore
 from Milter import connid
-from Milter.log import escape, setup_logging
-from Milter.state import SqliteStore
 
 
 def test_bans_expire_and_domain_wildcards(tmp_path: Path) -> None:
@@ -109,8 +109,8 @@ class _Clock:
 
 
 def test_cbv_results_persist_in_the_store_until_they_expire(tmp_path: Path) -> None:
-    from Milter.policy.cbv import CbvResult, CbvStatus
-    from Milter.state.cbvcache import StoreCbvCache
+    from bmslib.policy.cbv import CbvResult, CbvStatus
+    from bmslib.state.cbvcache import StoreCbvCache
 
     clock = _Clock(1000.0)
     store = SqliteStore(tmp_path / "state.db")
@@ -148,7 +148,7 @@ def test_a_store_opened_before_fork_works_in_the_child(tmp_path: Path) -> None:
 def test_sqlite_store_takes_8bit_text_from_the_wire(tmp_path: Path) -> None:
     """A surrogate-escaped 8-bit address (as pymilter hands it over) is stored
     and found again, not a UnicodeEncodeError into TEMPFAIL."""
-    from Milter.state.sqlite import SqliteStore
+    from bmslib.state.sqlite import SqliteStore
 
     store = SqliteStore(tmp_path / "s.sqlite")
     key = "caf\udce9@example.test"

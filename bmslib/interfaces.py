@@ -22,7 +22,7 @@ class Clock(Protocol):
 
 
 class Resolver(Protocol):
-    """DNS lookups through the configured servers (``Milter.dns``).
+    """DNS lookups through the configured servers (``bmslib.dns``).
 
     A name that does not exist, or has no record of the type, gives ``[]``;
     an unknown answer raises :class:`DnsTempError`."""
@@ -45,7 +45,7 @@ class Resolver(Protocol):
 
 
 class Access(Protocol):
-    """The sendmail access file (``Milter.access``)."""
+    """The sendmail access file (``bmslib.access``)."""
 
     def lookup(self, tag: str, subject: str) -> AccessValue | None:
         """The value for ``Tag:subject`` with sendmail's lookup order (SPEC §5):
@@ -66,7 +66,7 @@ class BanStore(Protocol):
 
 
 class AddressLists(Protocol):
-    """The auto-whitelist and the blacklist (the state store; ``Milter.state.lists``).
+    """The auto-whitelist and the blacklist (the state store; ``bmslib.state.lists``).
 
     ``kind`` is ``"whitelist"`` or ``"blacklist"`` (anything else: ValueError).
     An entry is a full address or a bare domain, stored lowercased."""
@@ -88,12 +88,12 @@ class AddressLists(Protocol):
 
 class StateStore(BanStore, AddressLists, Protocol):
     """Everything the state store offers (SPEC §6): SQLite
-    (``Milter.state.sqlite``) or Redis (``Milter.state.redis``), the same
+    (``bmslib.state.sqlite``) or Redis (``bmslib.state.redis``), the same
     semantics, checked by one contract test suite.
 
     Times are seconds since the epoch, passed in by the caller; an expiry of
     ``math.inf`` never expires.  A backend that cannot answer raises
-    ``Milter.policy.greylist.StoreUnavailable`` (Redis) or ``sqlite3.Error``.
+    ``bmslib.policy.greylist.StoreUnavailable`` (Redis) or ``sqlite3.Error``.
     Text may carry 8-bit bytes as surrogate escapes."""
 
     path: str
@@ -133,7 +133,7 @@ class StateStore(BanStore, AddressLists, Protocol):
 
 
 class Archive(Protocol):
-    """The mail archive (``Milter.archive``): mbox or maildir."""
+    """The mail archive (``bmslib.archive``): mbox or maildir."""
 
     def append(self, sender: str, headers: Sequence[tuple[str, str]], body: IO[bytes],
                when: float) -> str:

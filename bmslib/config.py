@@ -224,7 +224,7 @@ DOMAINS_OR_ALL = ValueType("domains|bool", "a list of domain names, or yes/no",
 
 
 def _nameserver(text: str) -> str:
-    """IP, IP:PORT, [IPv6] or [IPv6]:PORT (what ``Milter.dns`` accepts)."""
+    """IP, IP:PORT, [IPv6] or [IPv6]:PORT (what ``bmslib.dns`` accepts)."""
     expected = "nameservers as IP, IP:PORT or [IPv6]:PORT"
     host, port = text, ""
     if text.startswith("["):

@@ -1,6 +1,6 @@
 """Connect, HELO, MAIL FROM and RCPT checks (SPEC §4: connect / helo,
 envfrom, envrcpt), each a function over the connection snapshot that
-returns a :class:`~Milter.policy.decision.Decision`.
+returns a :class:`~bmslib.policy.decision.Decision`.
 
 Reply texts are ours; the log texts keep the original's words where admins
 grep for them (``zombie PC at IP sending MAIL FROM ADDR``).

@@ -5,7 +5,7 @@ One call is one SMTP session with one MX address, bounded by a hard deadline:
 * probe:   banner, EHLO (HELO if refused), ``MAIL FROM:<>``, ``RCPT TO:<addr>``, QUIT;
 * deliver: the same, then DATA and the whole message, then QUIT.
 
-The policy (:mod:`Milter.policy.cbv`) sees only the :class:`SmtpTransport`
+The policy (:mod:`bmslib.policy.cbv`) sees only the :class:`SmtpTransport`
 protocol and the :class:`SmtpOutcome` it returns, so it is unit-tested with a
 fake; :class:`SmtplibTransport` is the real adapter over :mod:`smtplib`.
 

@@ -15,7 +15,7 @@ overrides the two methods that touch those globals instead:
   a temporary DNS error becoming ``spf.TempError`` (result ``temperror``), and
   a time budget for the whole query (pyspf's ``querytime``; here a deadline
   on a monotonic clock).  CNAME chains are followed by the resolver
-  (:mod:`Milter.dns`), so pyspf's own chasing code is never needed.
+  (:mod:`bmslib.dns`), so pyspf's own chasing code is never needed.
 * :meth:`ResolverQuery.dns_spf` adds the ``delegate`` fallback per query
   (``<domain>._spf.<delegate>`` when the domain publishes no record).
 
@@ -38,10 +38,10 @@ Clock = Callable[[], float]
 
 
 class SpfResolver(Resolver, Protocol):
-    """What SPF evaluation needs beyond :class:`~Milter.interfaces.Resolver`:
+    """What SPF evaluation needs beyond :class:`~bmslib.interfaces.Resolver`:
     A and AAAA separately (an ``a`` mechanism for an IPv4 client asks for A
     only, so a broken AAAA server cannot turn it into ``temperror``).
-    :class:`Milter.dns.DnsResolver` implements it."""
+    :class:`bmslib.dns.DnsResolver` implements it."""
 
     def a(self, name: str) -> list[str]:
         """A records, as IPv4 address text."""

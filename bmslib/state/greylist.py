@@ -1,5 +1,5 @@
 """The SQLite greylist table: one row per triplet, read-modify-written by
-:func:`Milter.policy.greylist.greylist_step` inside ``BEGIN IMMEDIATE`` so
+:func:`bmslib.policy.greylist.greylist_step` inside ``BEGIN IMMEDIATE`` so
 that threads and forked workers sharing the file never lose an attempt."""
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def greylist(db: sqlite3.Connection, key: GreylistKey, now: float,
 
 def purge(db: sqlite3.Connection, now: float, settings: GreylistSettings) -> int:
     """Delete records the next attempt would start afresh
-    (:func:`Milter.policy.greylist.expired`); the number removed."""
+    (:func:`bmslib.policy.greylist.expired`); the number removed."""
     return db.execute(
         "DELETE FROM greylist WHERE ? - lastseen > ? OR (cnt = 0 AND ? > firstseen + ?)",
         (now, settings.retain, now, settings.time + settings.expire)).rowcount

@@ -1,8 +1,8 @@
 """Shared mutable state behind one interface (SPEC §6,
-:class:`Milter.interfaces.StateStore`): the embedded SQLite store in datadir
-by default, Redis (:mod:`Milter.state.redis`) for a cluster.  Everything that
+:class:`bmslib.interfaces.StateStore`): the embedded SQLite store in datadir
+by default, Redis (:mod:`bmslib.state.redis`) for a cluster.  Everything that
 must be seen by every worker process (and, with the cluster backend, every MX
-host) lives here; :mod:`Milter.state.legacy` imports the original flat files
+host) lives here; :mod:`bmslib.state.legacy` imports the original flat files
 once."""
 
 from .legacy import LegacyImport, import_legacy

@@ -1,4 +1,4 @@
-"""``Milter.glue.BmsMilter`` under ``TestCtx``: the policy pipeline's decisions
+"""``bmslib.milter.BmsMilter`` under ``TestCtx``: the policy pipeline's decisions
 as the MTA sees them (result codes, reply text on the wire, header edits at
 end of message), with fakes for the outside world and a fixed SPF result."""
 
@@ -14,25 +14,25 @@ import pytest
 from fakes import FakeAccess, FakeClock, FakeStore
 
 import Milter
-from Milter import testctx
-from Milter.content.defang import DefangSettings
-from Milter.glue import BmsMilter
-from Milter.policy.address import Address, parse_address
-from Milter.policy.checks import CheckSettings
-from Milter.policy.connection import Connection, ConnectionSettings, IpList
-from Milter.policy.decision import CONTINUE, AccessKind, AccessValue, Decision
-from Milter.policy.message import MessageSettings
-from Milter.policy.pipeline import (
+from bmslib.content.defang import DefangSettings
+from bmslib.milter import BmsMilter
+from bmslib.policy.address import Address, parse_address
+from bmslib.policy.checks import CheckSettings
+from bmslib.policy.connection import Connection, ConnectionSettings, IpList
+from bmslib.policy.decision import CONTINUE, AccessKind, AccessValue, Decision
+from bmslib.policy.message import MessageSettings
+from bmslib.policy.pipeline import (
     CbvRequest,
     PolicySettings,
     Services,
     SmtpSession,
     SpfResult,
 )
-from Milter.policy.recipients import RecipientSettings, address_set
+from bmslib.policy.recipients import RecipientSettings, address_set
+from bmslib.spool import save_original
+from Milter import testctx
 from Milter.protocol import constants as C
 from Milter.protocol import replies as R
-from Milter.spool import save_original
 
 from .helpers import UseFactory
 

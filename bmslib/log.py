@@ -17,7 +17,7 @@ import re
 import sys
 from typing import Final
 
-from . import connid
+from Milter import connid
 
 LOG_FORMAT: Final = "%(asctime)s [%(connid)s] %(message)s"
 DATE_FORMAT: Final = "%Y%b%d %H:%M:%S"

@@ -257,6 +257,26 @@ def process_exited(pid: int) -> None:
         log.warning("metrics: cannot drop the files of process %d: %s", pid, exc)
 
 
+class FrameworkObserver:
+    """The framework's observer (:class:`Milter.observer.Observer`): connections
+    and callback times go into these metrics (nothing while they are off)."""
+
+    def connection_opened(self) -> None:
+        connection_opened()
+
+    def connection_closed(self) -> None:
+        connection_closed()
+
+    def callback(self, name: str, seconds: float) -> None:
+        callback(name, seconds)
+
+    def process_exited(self, pid: int) -> None:
+        process_exited(pid)
+
+
+OBSERVER = FrameworkObserver()
+
+
 def render() -> bytes:
     """The exposition text of every process's values (what /metrics serves)."""
     registry = _registry

@@ -1,6 +1,6 @@
 """Build the policy objects of the daemon from a loaded configuration.
 
-:func:`build_runtime` turns a :class:`~Milter.config.Config` into a
+:func:`build_runtime` turns a :class:`~bmslib.config.Config` into a
 :class:`Runtime`: the frozen policy settings plus the adapters to the outside
 world (access file, state store, DNS resolver, SPF and CBV steps).  bms.py
 keeps one Runtime current and swaps in a new one on SIGHUP; each MTA
@@ -280,7 +280,7 @@ def domains_or_all(value: object) -> bool | tuple[str, ...]:
     """``reject_neutral``-style options: a domain list, or a boolean word for
     every domain (``reject_neutral = 1`` in old configs)."""
     words = _words(value)
-    if "*" in words:  # Milter.config.ALL_DOMAINS: "yes"
+    if "*" in words:  # bmslib.config.ALL_DOMAINS: "yes"
         return True
     if len(words) == 1 and words[0].lower() in _TRUE | _FALSE:
         return words[0].lower() in _TRUE

@@ -5,9 +5,9 @@ blocking (``block_chinese``, ``block_charsets``).
 Every function here is pure and total: header values arrive as the milter
 gives them (8-bit bytes as surrogate-escaped ``str``, folds included, any
 length, any garbage) and nothing raises on them.  Verdicts are
-:class:`~Milter.policy.decision.Decision` rejects with 550 5.7.1, never
+:class:`~bmslib.policy.decision.Decision` rejects with 550 5.7.1, never
 delayed; their log texts are one line (CR/LF removed) but not escaped —
-the caller escapes them (:func:`Milter.log.escape`).
+the caller escapes them (:func:`bmslib.log.escape`).
 
 Charset names are compared in :func:`normalize_charset` form.  Python's
 codec registry is consulted only for names it has a codec module for, so a

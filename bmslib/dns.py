@@ -1,5 +1,5 @@
 """DNS lookups for the policy: :class:`DnsResolver` implements
-:class:`Milter.interfaces.Resolver` over dnspython.
+:class:`bmslib.interfaces.Resolver` over dnspython.
 
 Only the servers named in ``[dns] nameservers`` are asked: the resolver is a
 ``dns.resolver.Resolver(configure=False)``, so ``/etc/resolv.conf`` is never
@@ -12,7 +12,7 @@ Contract (the ``Resolver`` protocol):
   or cannot be a DNS name at all (an empty or over-long label, 8-bit text
   that is not IDNA) gives ``[]``;
 * an answer that cannot be had now raises
-  :class:`~Milter.interfaces.DnsTempError`: every server timed out, answered
+  :class:`~bmslib.interfaces.DnsTempError`: every server timed out, answered
   SERVFAIL/REFUSED, or sent something unusable, or the lifetime ran out.  A
   *referral* (no answer, no SOA, only NS records: the server is authoritative
   for a parent zone and does not recurse for us) is such an unusable answer;
@@ -237,7 +237,7 @@ def _negative_ttl(exc: dns.resolver.NXDOMAIN) -> int:
 
 
 class DnsResolver:
-    """:class:`Milter.interfaces.Resolver` over dnspython, with a TTL cache.
+    """:class:`bmslib.interfaces.Resolver` over dnspython, with a TTL cache.
 
     ``backend`` and ``clock`` are for tests: a fake with dnspython's
     ``resolve()`` signature, and the clock the cache expires by."""

@@ -6,7 +6,7 @@ dkimpy needs the whole message in memory (``bytes``, CRLF line ends: header,
 blank line, body).  That is acceptable for signing internal mail; for
 verification the caller may cap the size it hands over.  DNS goes through the
 caller's ``txt(name) -> list[bytes]`` (``Resolver.txt``); a
-:class:`~Milter.interfaces.DnsTempError` from it becomes ``temperror``.
+:class:`~bmslib.interfaces.DnsTempError` from it becomes ``temperror``.
 Verification never raises: whatever dkimpy chokes on is a ``permerror``.
 """
 

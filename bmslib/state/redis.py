@@ -1,15 +1,15 @@
 """The cluster state store: Redis, shared by several MX hosts (SPEC §6).
 
-:class:`RedisStore` implements :class:`Milter.interfaces.StateStore`, with the
-semantics of :class:`Milter.state.sqlite.SqliteStore` (one contract test
+:class:`RedisStore` implements :class:`bmslib.interfaces.StateStore`, with the
+semantics of :class:`bmslib.state.sqlite.SqliteStore` (one contract test
 suite runs against both).  Keys start with ``bms:``
 (``bms:ban:ip:<ip>``, ``bms:ban:domain:<name>``, ``bms:cache:<kind>:<key>``,
 ``bms:list:<kind>:<entry>``, ``bms:counter:<name>``,
 ``bms:grey:<sha256 of the triplet>``); every record carries its expiry
 (field ``until``, ``inf`` for never) and also a Redis TTL (none for
 ``inf``), so nothing needs purging.  The greylist read-modify-write is one
-Lua script mirroring :func:`Milter.policy.greylist.greylist_step`.  Every
-Redis error becomes :class:`~Milter.policy.greylist.StoreUnavailable` (one
+Lua script mirroring :func:`bmslib.policy.greylist.greylist_step`.  Every
+Redis error becomes :class:`~bmslib.policy.greylist.StoreUnavailable` (one
 line), logged on logger ``bms`` as ``STATE: redis unavailable: ...`` at most
 once per ``clock_log_interval`` seconds, and ``STATE: redis back`` once it
 answers again.  No retries: a caller is told at once (``socket_timeout``).
@@ -232,7 +232,7 @@ class RedisStore:
             return pipe.execute()
         self._call(op)
 
-    # --- address lists (auto-whitelist, blacklist; Milter.state.lists) ---------------
+    # --- address lists (auto-whitelist, blacklist; bmslib.state.lists) ---------------
 
     def list_add(self, kind: str, entry: str, until: float) -> None:
         """Add ``entry`` (address or bare domain) to list ``kind`` until ``until``

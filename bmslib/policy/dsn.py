@@ -2,7 +2,7 @@
 
 A template is ``<name>.txt``: header lines, a blank line, then the body, with
 ``%(var)s`` fields from :data:`VARIABLES` (a literal percent sign is ``%%``).
-The shipped templates live in ``Milter/templates``; a file of the same name in
+The shipped templates live in ``bmslib/templates``; a file of the same name in
 ``datadir`` replaces one.  Templates are checked when they are loaded (at
 startup, not when a notice is due): an unknown field, any other ``%``
 conversion or a malformed header line raises :class:`TemplateError` naming
@@ -129,7 +129,7 @@ def parse_template(text: str, *, name: str, path: str) -> Template:
 
 
 def _shipped(name: str) -> tuple[str, str] | None:
-    res = resources.files("Milter").joinpath("templates").joinpath(f"{name}.txt")
+    res = resources.files("bmslib").joinpath("templates").joinpath(f"{name}.txt")
     if not res.is_file():
         return None
     return res.read_text(encoding="utf-8"), str(res)

@@ -54,7 +54,7 @@ LIST_FILES = {"auto_whitelist.log": (WHITELIST, 60.0), "blacklist.log": (BLACKLI
 
 
 class ImportTarget(Protocol):
-    """What the import needs of a store (:class:`Milter.interfaces.StateStore`)."""
+    """What the import needs of a store (:class:`bmslib.interfaces.StateStore`)."""
 
     def ban_ip(self, ip: str, until: float, reason: str) -> None: ...
 

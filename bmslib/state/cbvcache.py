@@ -24,7 +24,7 @@ class CacheStore(Protocol):
 
 
 class StoreCbvCache:
-    """:class:`Milter.policy.cbv.CbvCache` over a store's cache table."""
+    """:class:`bmslib.policy.cbv.CbvCache` over a store's cache table."""
 
     def __init__(self, store: CacheStore, clock: Clock) -> None:
         self.store = store

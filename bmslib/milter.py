@@ -1,7 +1,7 @@
 """``BmsMilter``: pymilter callbacks mapped onto the policy pipeline.
 
 The class holds no policy: each callback hands its event to the connection's
-:class:`~Milter.policy.pipeline.SmtpSession` and turns the decision into a
+:class:`~bmslib.policy.pipeline.SmtpSession` and turns the decision into a
 milter result (and reply text), and at end of message applies the header
 edits.  It lives in the package (not in bms.py) so that tests can import it.
 """

@@ -2,7 +2,7 @@
 
 ``CBV`` asks the sender's own mail server whether it would take a bounce:
 ``MAIL FROM:<>``, ``RCPT TO:<sender>``, QUIT.  ``DSN`` goes one step further
-and sends a templated notice (:mod:`Milter.policy.dsn`) from the null sender
+and sends a templated notice (:mod:`bmslib.policy.dsn`) from the null sender
 to the MAIL FROM address; its delivery is the verification.
 
 Outcome (:class:`CbvResult`, :meth:`CbvResult.decision`):
@@ -207,7 +207,7 @@ class MemoryCbvCache:
 
 
 class CbvRequestLike(Protocol):
-    """The shape of :class:`Milter.policy.pipeline.CbvRequest`."""
+    """The shape of :class:`bmslib.policy.pipeline.CbvRequest`."""
 
     @property
     def target(self) -> Address: ...
@@ -226,7 +226,7 @@ class CallbackVerifier:
     """Probes senders and sends DSN notices; see the module docstring.
 
     Templates are loaded (and checked) here, at construction: a bad template
-    raises :class:`Milter.policy.dsn.TemplateError` at startup.  Calling the
+    raises :class:`bmslib.policy.dsn.TemplateError` at startup.  Calling the
     verifier with a request and the DSN variables returns a Decision, which
     is the pipeline's ``CbvStep``."""
 
@@ -236,7 +236,7 @@ class CallbackVerifier:
                  message_id: Callable[[str], str | None] | None = None) -> None:
         self.settings = settings
         # The Message-ID of a DSN to a mailbox (SRS-signed with [srs], so a
-        # reply to it is recognised: Milter.policy.dsnreply).
+        # reply to it is recognised: bmslib.policy.dsnreply).
         self.message_id = message_id
         self.resolver = resolver
         self.transport = transport

@@ -177,7 +177,7 @@ class _Helo:
 
 
 class SpfPolicy:
-    """The SPF step of the pipeline (``Milter.policy.pipeline.SpfStep``)."""
+    """The SPF step of the pipeline (``bmslib.policy.pipeline.SpfStep``)."""
 
     def __init__(self, settings: SpfSettings, resolver: SpfResolver, access: Access, *,
                  clock: Clock = time.monotonic) -> None:

@@ -1,5 +1,5 @@
 """The sendmail access file, read as text: :class:`AccessFile` implements
-:class:`Milter.interfaces.Access` (SPEC §5).
+:class:`bmslib.interfaces.Access` (SPEC §5).
 
 File format (what sendmail's ``makemap`` and Postfix's ``postmap`` read):
 

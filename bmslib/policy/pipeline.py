@@ -2,7 +2,7 @@
 
 :class:`SmtpSession` receives the events of a connection (connect, HELO,
 MAIL, RCPT, DATA, headers, end of message) and answers each with a
-:class:`~Milter.policy.decision.Decision`; at end of message it also returns
+:class:`~bmslib.policy.decision.Decision`; at end of message it also returns
 the header edits to make.  It logs one line per decision, with the reason
 tag.  It knows nothing of the milter API: ``bms.py`` maps callbacks onto it,
 and the tests drive it directly with fakes.

@@ -1,7 +1,7 @@
 """The embedded state store: SQLite in WAL mode, safe for several worker
 processes (SQLite's file locking) and threads (one connection per thread).
 
-It implements :class:`Milter.interfaces.StateStore`; every table is created
+It implements :class:`bmslib.interfaces.StateStore`; every table is created
 with ``IF NOT EXISTS``, so a file written by an older version gains the new
 tables when opened.  An expiry of ``math.inf`` never expires."""
 
@@ -145,7 +145,7 @@ class SqliteStore:
             "ON CONFLICT(kind, key) DO UPDATE SET until = excluded.until, "
             "value = excluded.value", (kind, _storable(key), until, _storable(value)))
 
-    # --- address lists (auto-whitelist, blacklist; Milter.state.lists) ---------------
+    # --- address lists (auto-whitelist, blacklist; bmslib.state.lists) ---------------
 
     def list_add(self, kind: str, entry: str, until: float) -> None:
         """Add ``entry`` (address or bare domain) to list ``kind`` until ``until``
