@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import bmslib
 import Milter
-from bmslib import metrics, privileges, sdnotify, tempclean
+from bmslib import cli, metrics, privileges, sdnotify, tempclean
 from bmslib.config import DEFAULT_PATH, Config, ConfigError, load_config
 from bmslib.interfaces import StateStore
 from bmslib.log import reopen_logs, setup_logging
@@ -129,7 +129,8 @@ STARTUP_ONLY = (("milter", "socket"), ("milter", "name"), ("milter", "workers"),
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bms", description=(__doc__ or "").splitlines()[0])
+    p = argparse.ArgumentParser(prog="bms", description=(__doc__ or "").splitlines()[0],
+                                epilog=cli.epilog())
     p.add_argument("--version", action="version", version=f"bms {bmslib.__version__}")
     p.add_argument("-c", "--config", action="append", metavar="PATH",
                    help=f"configuration file (default {DEFAULT_PATH}); repeat to layer "
@@ -162,6 +163,9 @@ def fail(message: str, code: int = 2) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    command_argv = list(sys.argv[1:] if argv is None else argv)
+    if cli.command_of(command_argv) is not None:  # an admin subcommand, not the daemon
+        return cli.main(command_argv)
     args = parse_args(argv)
     paths = args.config or [DEFAULT_PATH]
     try:

@@ -5,10 +5,13 @@ tests (ARCHITECTURE.md, style rule 10).  Nothing here does I/O itself."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 from .policy.decision import AccessValue
 from .policy.greylist import GreylistKey, GreylistSettings, GreylistVerdict
+
+if TYPE_CHECKING:  # bmslib.state imports this module
+    from .state.records import BanEntry, GreylistEntry, GreylistMatch, ListEntry
 
 
 class DnsTempError(Exception):
@@ -130,6 +133,43 @@ class StateStore(BanStore, AddressLists, Protocol):
     def close(self) -> None:
         """Close the connection (SQLite: this thread's; it reopens when used again)."""
         ...
+
+
+class StoreAdmin(Protocol):
+    """What the admin commands (``bms ban|whitelist|blacklist|greylist``,
+    :mod:`bmslib.cli`) need beyond :class:`StateStore`: list and delete.
+    Listings are sorted; expired records are never shown."""
+
+    def bans(self, now: float) -> list[BanEntry]:
+        """Every unexpired IP and domain ban."""
+        ...
+
+    def unban(self, kind: str, key: str) -> bool:
+        """Delete the ban ``kind`` (``ip`` or ``domain``) ``key``; whether it was there."""
+        ...
+
+    def list_entries(self, kind: str, now: float) -> list[ListEntry]:
+        """Every unexpired entry of address list ``kind``."""
+        ...
+
+    def greylist_entries(self, match: GreylistMatch) -> list[GreylistEntry]:
+        """The greylist triplets ``match`` selects."""
+        ...
+
+    def greylist_pass(self, match: GreylistMatch, now: float,
+                      settings: GreylistSettings) -> int:
+        """Let the next attempt of the selected triplets pass (one still waiting
+        counts as first seen ``time`` ago, so a retry within ``expire`` passes
+        and is logged as its first pass); all count as seen ``now``; how many."""
+        ...
+
+    def greylist_forget(self, match: GreylistMatch) -> int:
+        """Delete the selected triplets (the next attempt starts afresh); how many."""
+        ...
+
+
+class AdminStore(StateStore, StoreAdmin, Protocol):
+    """A state store the admin commands can drive (both backends are)."""
 
 
 class Archive(Protocol):

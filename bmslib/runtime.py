@@ -29,7 +29,7 @@ from .archive import Archive, ArchiveError, open_archive
 from .config import Config
 from .content.defang import DefangSettings
 from .dns import DnsResolver, DnsSettings
-from .interfaces import StateStore
+from .interfaces import AdminStore, StateStore
 from .policy import dsnreply, dynip
 from .policy.cbv import CallbackVerifier, CbvSettings
 from .policy.checks import CheckSettings
@@ -308,7 +308,7 @@ def _sqlite(config: Config, path: str) -> SqliteStore:
         raise RuntimeBuildError(f"[state] backend: cannot open {path}: {exc}") from None
 
 
-def open_store(config: Config) -> StateStore:
+def open_store(config: Config) -> AdminStore:
     """``[state] backend``: ``sqlite:PATH`` (relative to datadir) or
     ``redis://host:port/db`` (shared by every MX host; connected lazily, so a
     Redis that is down at startup only tempfails greylisting until it is back)."""

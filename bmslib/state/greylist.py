@@ -5,6 +5,8 @@ that threads and forked workers sharing the file never lose an attempt."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from ..policy.greylist import (
     GreylistKey,
@@ -13,6 +15,7 @@ from ..policy.greylist import (
     GreylistVerdict,
     greylist_step,
 )
+from .records import GreylistEntry, GreylistMatch
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS greylist (
@@ -60,3 +63,49 @@ def purge(db: sqlite3.Connection, now: float, settings: GreylistSettings) -> int
     return db.execute(
         "DELETE FROM greylist WHERE ? - lastseen > ? OR (cnt = 0 AND ? > firstseen + ?)",
         (now, settings.retain, now, settings.time + settings.expire)).rowcount
+
+
+def entries(db: sqlite3.Connection, match: GreylistMatch) -> list[GreylistEntry]:
+    """The triplets ``match`` selects, sorted."""
+    rows = db.execute("SELECT origin, sender, recipient, firstseen, lastseen, cnt FROM greylist "
+                      "ORDER BY origin, sender, recipient").fetchall()
+    found = (GreylistEntry(str(o), str(s), str(r), float(f), float(la), int(c))
+             for o, s, r, f, la, c in rows)
+    return [e for e in found if match.matches(e)]
+
+
+@contextmanager
+def _immediate(db: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction on autocommit connection ``db``."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def mark_passed(db: sqlite3.Connection, match: GreylistMatch, now: float,
+                settings: GreylistSettings) -> int:
+    """Let the next attempt of the selected triplets pass: one still waiting
+    counts as first seen ``time`` ago (its retry within ``expire`` passes, as
+    a retry after waiting would), and every one counts as seen ``now``; how many."""
+    with _immediate(db):
+        chosen = entries(db, match)
+        for e in chosen:
+            db.execute("UPDATE greylist SET firstseen = CASE WHEN cnt = 0 THEN ? ELSE "
+                       "firstseen END, lastseen = ? WHERE origin = ? AND sender = ? AND "
+                       "recipient = ?",
+                       (now - settings.time, now, e.origin, e.sender, e.recipient))
+    return len(chosen)
+
+
+def forget(db: sqlite3.Connection, match: GreylistMatch) -> int:
+    """Delete the selected triplets; how many."""
+    with _immediate(db):
+        chosen = entries(db, match)
+        for e in chosen:
+            db.execute("DELETE FROM greylist WHERE origin = ? AND sender = ? AND recipient = ?",
+                       (e.origin, e.sender, e.recipient))
+    return len(chosen)

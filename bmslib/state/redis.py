@@ -34,6 +34,7 @@ from redis.retry import Retry
 from ..policy.address import domain_parents
 from ..policy.greylist import GreylistKey, GreylistSettings, GreylistVerdict, StoreUnavailable
 from .lists import check_kind, entry_key, lookup_keys
+from .records import BAN_KINDS, BanEntry, GreylistEntry, GreylistMatch, ListEntry
 
 log = logging.getLogger("bms")
 
@@ -90,6 +91,20 @@ end
 return 1
 """
 
+# KEYS[1] a greylist record; ARGV now, retain (ms), time (s).  Its next
+# attempt passes: still waiting, it counts as first seen ``time`` ago; seen now.
+_PASS_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local now = tonumber(ARGV[1])
+if (tonumber(redis.call('HGET', KEYS[1], 'count')) or 0) == 0 then
+  redis.call('HSET', KEYS[1], 'firstseen', string.format('%.17g', now - tonumber(ARGV[3])),
+             'count', '0')
+end
+redis.call('HSET', KEYS[1], 'lastseen', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"""
+
 
 def public_url(url: str) -> str:
     """``url`` without its password (for logs)."""
@@ -135,6 +150,7 @@ class RedisStore:
             encoding_errors="surrogateescape")
         self._greylist_script = self._redis.register_script(_GREYLIST_LUA)
         self._keep_later_script = self._redis.register_script(_KEEP_LATER_LUA)
+        self._pass_script = self._redis.register_script(_PASS_LUA)
         self._lock = threading.Lock()
         self._down = False
         self._last_log: float | None = None
@@ -275,3 +291,65 @@ class RedisStore:
     def purge_greylist(self, now: float, settings: GreylistSettings) -> int:
         """Nothing to do: each record's TTL is ``retain``."""
         return 0
+
+    # --- administration (bmslib.interfaces.StoreAdmin) ---------------------------------
+
+    def _records(self, pattern: str) -> list[tuple[str, dict[str, str]]]:
+        """``(key, fields)`` of every hash whose key matches ``pattern``, sorted by key."""
+        def op() -> list[tuple[str, dict[str, str]]]:
+            keys = sorted(self._redis.scan_iter(match=pattern, count=1000))
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.hgetall(key)
+            return [(k, v) for k, v in zip(keys, pipe.execute(), strict=True) if v]
+        return self._call(op)
+
+    def bans(self, now: float) -> list[BanEntry]:
+        found = []
+        for name, fields in self._records(f"{PREFIX}ban:*"):
+            kind, _, key = name[len(PREFIX) + 4:].partition(":")
+            until = float(fields.get("until", "0"))
+            if kind in BAN_KINDS and until > now:
+                found.append(BanEntry(kind, key, until, fields.get("reason", "")))
+        return found
+
+    def unban(self, kind: str, key: str) -> bool:
+        key = key.lower() if kind == "domain" else key
+        return bool(self._call(lambda: self._redis.delete(f"{PREFIX}ban:{kind}:{key}")))
+
+    def list_entries(self, kind: str, now: float) -> list[ListEntry]:
+        start = f"{PREFIX}list:{check_kind(kind)}:"
+        return [ListEntry(kind, name[len(start):], float(fields["until"]))
+                for name, fields in self._records(f"{start}*")
+                if float(fields.get("until", "0")) > now]
+
+    def _grey(self, match: GreylistMatch) -> list[tuple[str, GreylistEntry]]:
+        found = []
+        for name, f in self._records(f"{PREFIX}grey:*"):
+            entry = GreylistEntry(f.get("origin", ""), f.get("sender", ""),
+                                  f.get("recipient", ""), float(f.get("firstseen", "0")),
+                                  float(f.get("lastseen", "0")), int(f.get("count", "0")))
+            if match.matches(entry):
+                found.append((name, entry))
+        found.sort(key=lambda item: (item[1].origin, item[1].sender, item[1].recipient))
+        return found
+
+    def greylist_entries(self, match: GreylistMatch) -> list[GreylistEntry]:
+        return [entry for _, entry in self._grey(match)]
+
+    def greylist_pass(self, match: GreylistMatch, now: float,
+                      settings: GreylistSettings) -> int:
+        args = [repr(float(now)), str(max(1, math.ceil(settings.retain * 1000))),
+                repr(settings.time)]
+        names = [name for name, _ in self._grey(match)]
+
+        def op() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for name in names:
+                self._pass_script(keys=[name], args=args, client=pipe)
+            return pipe.execute()
+        return sum(int(done) for done in self._call(op))
+
+    def greylist_forget(self, match: GreylistMatch) -> int:
+        names = [name for name, _ in self._grey(match)]
+        return int(self._call(lambda: self._redis.delete(*names))) if names else 0

@@ -16,6 +16,7 @@ from ..policy.address import domain_parents
 from ..policy.greylist import GreylistKey, GreylistSettings, GreylistVerdict
 from . import greylist as _greylist
 from .lists import check_kind, entry_key, lookup_keys
+from .records import BanEntry, GreylistEntry, GreylistMatch, ListEntry
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bans (
@@ -203,3 +204,30 @@ class SqliteStore:
     def purge_greylist(self, now: float, settings: GreylistSettings) -> int:
         """Delete expired greylist records; the number removed."""
         return _greylist.purge(self._db(), now, settings)
+
+    # --- administration (bmslib.interfaces.StoreAdmin) ---------------------------------
+
+    def bans(self, now: float) -> list[BanEntry]:
+        rows = self._db().execute("SELECT kind, key, until, reason FROM bans WHERE until > ? "
+                                  "ORDER BY kind, key", (now,)).fetchall()
+        return [BanEntry(str(k), str(key), float(u), str(r)) for k, key, u, r in rows]
+
+    def unban(self, kind: str, key: str) -> bool:
+        key = key.lower() if kind == "domain" else key
+        return self._db().execute("DELETE FROM bans WHERE kind = ? AND key = ?",
+                                  (kind, _storable(key))).rowcount > 0
+
+    def list_entries(self, kind: str, now: float) -> list[ListEntry]:
+        rows = self._db().execute("SELECT entry, until FROM lists WHERE kind = ? AND until > ? "
+                                  "ORDER BY entry", (check_kind(kind), now)).fetchall()
+        return [ListEntry(kind, str(entry), float(until)) for entry, until in rows]
+
+    def greylist_entries(self, match: GreylistMatch) -> list[GreylistEntry]:
+        return _greylist.entries(self._db(), match)
+
+    def greylist_pass(self, match: GreylistMatch, now: float,
+                      settings: GreylistSettings) -> int:
+        return _greylist.mark_passed(self._db(), match, now, settings)
+
+    def greylist_forget(self, match: GreylistMatch) -> int:
+        return _greylist.forget(self._db(), match)

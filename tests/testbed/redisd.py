@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from types import TracebackType
 
 import pytest
+import redis
 
 from .waiting import tail, wait_for
 
@@ -60,6 +61,14 @@ class RedisServer:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def empty_database(self, db: int) -> str:
+        """The URL of database ``db`` of this server, flushed."""
+        url = f"{self.url.rsplit('/', 1)[0]}/{db}"
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        client.close()
+        return url
 
     @property
     def running(self) -> bool:
