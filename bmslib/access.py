@@ -381,16 +381,32 @@ class AccessFile:
     def lookup(self, tag: str, subject: str) -> AccessValue | None:
         """The value for ``tag`` and ``subject`` (see the module docstring),
         or None when no entry applies."""
+        hit = self.explain(tag, subject)
+        return hit.value if hit is not None else None
+
+    def explain(self, tag: str, subject: str) -> AccessHit | None:
+        """The entry :meth:`lookup` uses for ``tag`` and ``subject``, or None."""
         self._maybe_reload()
         table = self._table
         t = tag.lower()
         prefix = t + self.sep
         untagged = t in _UNTAGGED_TOO
-        for cand in subject_candidates(subject):
-            entry = table.get(prefix + cand)
-            if entry is None and untagged:
-                entry = table.get(cand)
+        keys = [prefix + cand for cand in subject_candidates(subject)]
+        if untagged:
+            keys = [k for key in keys for k in (key, key[len(prefix):])]
+        for key in (*keys, prefix, t):
+            entry = table.get(key)
             if entry is not None:
-                return entry.value
-        entry = table.get(prefix) or table.get(t)
-        return entry.value if entry is not None else None
+                return AccessHit(key, entry.value, self.path, entry.line)
+        return None
+
+
+@dataclass(frozen=True)
+class AccessHit:
+    """Which access-file line gave a lookup its value: the key as normalised
+    (lowercased), the value (None: ``SKIP``), the file and line number."""
+
+    key: str
+    value: AccessValue | None
+    path: str
+    line: int

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from ..state.lists import BLACKLIST, WHITELIST
-from . import bans, greylist, lists
+from . import access, bans, greylist, lists
 from .common import CommandError, Run, add_config_option
 
 
@@ -34,6 +34,7 @@ GROUPS: tuple[Group, ...] = (
     Group(WHITELIST, lists.HELP[WHITELIST], partial(lists.add_arguments, WHITELIST)),
     Group(BLACKLIST, lists.HELP[BLACKLIST], partial(lists.add_arguments, BLACKLIST)),
     Group(greylist.NAME, greylist.HELP, greylist.add_arguments),
+    Group(access.NAME, access.HELP, access.add_arguments),
 )
 
 
