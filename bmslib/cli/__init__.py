@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from ..state.lists import BLACKLIST, WHITELIST
-from . import access, bans, greylist, lists
+from . import access, bans, greylist, lists, offline
 from .common import CommandError, Run, add_config_option
 
 
@@ -35,6 +35,7 @@ GROUPS: tuple[Group, ...] = (
     Group(BLACKLIST, lists.HELP[BLACKLIST], partial(lists.add_arguments, BLACKLIST)),
     Group(greylist.NAME, greylist.HELP, greylist.add_arguments),
     Group(access.NAME, access.HELP, access.add_arguments),
+    Group(offline.NAME, offline.HELP, offline.add_arguments),
 )
 
 
@@ -73,11 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    """Run the subcommand in ``argv``; its exit status (2: it could not run)."""
-    args = build_parser().parse_args(argv)
+    """Run the subcommand in ``argv``; its exit status (2, or the command's own
+    ``cannot_run`` status, when it could not run: bad arguments, configuration
+    or store)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        if exc.code == 2 and command_of(argv) == offline.NAME:
+            return offline.CANNOT_RUN  # 2 means tempfail there
+        raise
     run: Run = args.run
     try:
         return run(args)
     except CommandError as exc:
         print(f"bms {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return int(getattr(args, "cannot_run", 2))

@@ -99,14 +99,18 @@ def sink_rules(sink: SmtpSink) -> Iterator[None]:
     yield
 
 
-@pytest.fixture(scope="module")
-def bms(nsd: Nsd, sink: SmtpSink) -> Iterator[BmsDaemon]:
-    sections = {
+def policy_sections(nsd: Nsd) -> dict[str, dict[str, str]]:
+    """The daemon's configuration here (also used by test_cli_offline.py)."""
+    return {
         "milter": {"internal_connect": "10.11.12.0/24", "internal_domains": "example.test",
                    "cbv_timeout": str(CBV_TIMEOUT)},
         "dns": {"nameservers": nsd.nameserver, "timeout": "1", "lifetime": "2"},
     }
-    with BmsDaemon(sections, ACCESS) as daemon:
+
+
+@pytest.fixture(scope="module")
+def bms(nsd: Nsd, sink: SmtpSink) -> Iterator[BmsDaemon]:
+    with BmsDaemon(policy_sections(nsd), ACCESS) as daemon:
         yield daemon
 
 

@@ -1,0 +1,104 @@
+"""A state store that reads through to the real one and keeps its writes in
+memory: ``bms test`` (:mod:`bmslib.cli.offline`) runs the policy against the
+live bans, lists, greylist and CBV cache without changing them.
+
+Every read sees the real store as changed by this process's own writes (a
+ban it adds, a greylist attempt it makes), so one offline run behaves as the
+daemon would, and nothing reaches the real store."""
+
+from __future__ import annotations
+
+from ..interfaces import AdminStore
+from ..policy.greylist import (
+    GreylistKey,
+    GreylistRecord,
+    GreylistSettings,
+    GreylistVerdict,
+    greylist_step,
+)
+from .lists import check_kind, entry_key, lookup_keys
+from .records import GreylistMatch
+
+
+class OverlayStore:
+    """:class:`bmslib.interfaces.StateStore` over ``base``, writing nowhere."""
+
+    def __init__(self, base: AdminStore) -> None:
+        self.base = base
+        self.path = f"{base.path} (read only)"
+        self._bans: dict[tuple[str, str], float] = {}
+        self._lists: dict[tuple[str, str], float] = {}  # until; 0.0: removed here
+        self._cache: dict[tuple[str, str], tuple[str, float]] = {}
+        self._grey: dict[GreylistKey, GreylistRecord] = {}
+        self._counters: dict[str, int] = {}
+
+    def ban_ip(self, ip: str, until: float, reason: str) -> None:
+        self._bans[("ip", ip)] = until
+
+    def ip_banned(self, ip: str, now: float) -> bool:
+        return self._bans.get(("ip", ip), 0.0) > now or self.base.ip_banned(ip, now)
+
+    def ban_domain(self, domain: str, until: float, reason: str) -> None:
+        self._bans[("domain", domain.lower())] = until
+
+    def domain_banned(self, domain: str, now: float) -> bool:
+        d = domain.lower()
+        mine = any(until > now and (key == d or (key.startswith("*.") and d.endswith(key[1:])))
+                   for (kind, key), until in self._bans.items() if kind == "domain")
+        return mine or self.base.domain_banned(domain, now)
+
+    def list_add(self, kind: str, entry: str, until: float) -> None:
+        key = (check_kind(kind), entry_key(entry))
+        if key[1]:
+            self._lists[key] = max(until, self._lists.get(key, until))
+
+    def listed(self, kind: str, address: str, now: float) -> bool:
+        check_kind(kind)
+        keys = lookup_keys(address)
+        mine = {k: self._lists[(kind, k)] for k in keys if (kind, k) in self._lists}
+        if any(until > now for until in mine.values()):
+            return True
+        if not mine:
+            return self.base.listed(kind, address, now)
+        rest = [k for k in keys if k not in mine]  # the keys changed here are not listed
+        stored = {e.entry for e in self.base.list_entries(kind, now)} if rest else set()
+        return any(k in stored for k in rest)
+
+    def list_remove(self, kind: str, entry: str) -> None:
+        self._lists[(check_kind(kind), entry_key(entry))] = 0.0
+
+    def purge(self, now: float) -> int:
+        return 0
+
+    def cache_get(self, kind: str, key: str, now: float) -> str | None:
+        mine = self._cache.get((kind, key))
+        if mine is not None:
+            return mine[0] if mine[1] > now else None
+        return self.base.cache_get(kind, key, now)
+
+    def cache_put(self, kind: str, key: str, value: str, until: float) -> None:
+        self._cache[(kind, key)] = (value, until)
+
+    def reserve(self, name: str, count: int) -> int:
+        first = self._counters.get(name, 1)
+        self._counters[name] = first + count
+        return first
+
+    def greylist(self, key: GreylistKey, now: float,
+                 settings: GreylistSettings) -> GreylistVerdict:
+        record = self._grey.get(key)
+        if record is None:
+            found = [e for e in self.base.greylist_entries(
+                GreylistMatch(sender=key[1], recipient=key[2], client=key[0]))
+                if (e.origin, e.sender, e.recipient) == key]
+            if found:
+                record = GreylistRecord(found[0].firstseen, found[0].lastseen, found[0].count)
+        record, verdict = greylist_step(record, now, settings)
+        self._grey[key] = record
+        return verdict
+
+    def purge_greylist(self, now: float, settings: GreylistSettings) -> int:
+        return 0
+
+    def close(self) -> None:
+        self.base.close()
