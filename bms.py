@@ -22,10 +22,10 @@ from collections.abc import Sequence
 
 import bmslib
 import Milter
-from bmslib import cli, metrics, privileges, sdnotify, tempclean
+from bmslib import cli, logtarget, metrics, privileges, sdnotify, tempclean
 from bmslib.config import DEFAULT_PATH, Config, ConfigError, load_config
 from bmslib.interfaces import StateStore
-from bmslib.log import reopen_logs, setup_logging
+from bmslib.log import reopen_logs
 from bmslib.milter import BmsMilter
 from bmslib.pidfile import Pidfile, PidfileError
 from bmslib.privileges import PrivilegeError
@@ -279,7 +279,7 @@ def run_daemon(args: argparse.Namespace, paths: Sequence[str], config: Config,
         except PrivilegeError as exc:
             return fail(str(exc))
         try:
-            setup_logging(None if logdir == "-" else logdir)
+            logtarget.setup(config, None if logdir == "-" else logdir)
         except OSError as exc:
             return fail(f"cannot write the log in {logdir}: {exc.strerror or exc}")
         for warning in config.warnings:

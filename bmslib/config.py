@@ -341,6 +341,24 @@ def _backend(text: str) -> str:
 BACKEND = ValueType("backend", "sqlite:PATH or redis://HOST[:PORT][/DB]", _backend)
 
 
+SYSLOG_FACILITIES = ("mail", "daemon", "user", "local0", "local1", "local2", "local3",
+                     "local4", "local5", "local6", "local7")
+
+
+def _log_target(text: str) -> str:
+    """``file``, ``stderr``, ``syslog`` or ``syslog:FACILITY`` (lowercased)."""
+    t = text.strip().lower()
+    kind, colon, facility = t.partition(":")
+    if t in ("file", "stderr", "syslog") or (kind == "syslog" and colon
+                                             and facility in SYSLOG_FACILITIES):
+        return t
+    raise _Bad("file, stderr, syslog or syslog:FACILITY (FACILITY one of "
+               + ", ".join(SYSLOG_FACILITIES) + ")")
+
+
+LOG_TARGET = ValueType("log", "file, stderr or syslog[:FACILITY]", _log_target)
+
+
 # --------------------------------------------------------------------------
 # The schema.
 
@@ -407,6 +425,13 @@ _MILTER_OPTIONS: tuple[Option, ...] = (
          "persistent data: state database, DSN templates, word lists"),
     _opt("logdir", PATH, None, "where milter.log is written (default: datadir)",
          optional=True),
+    _opt("log", LOG_TARGET, "file",
+         "where the log goes: file (milter.log in logdir), syslog[:FACILITY] (the "
+         "syslog_socket, facility mail unless given) or stderr (journald under systemd)"),
+    _opt("log_format", _choice_type("text", "json"), "text",
+         "text (the milter.log lines) or json: one object a line with the connection id, "
+         "stage, verdict, reason, client IP, sender, recipients and queue id as fields"),
+    _opt("syslog_socket", PATH, "/dev/log", "the syslog socket for log = syslog"),
     _opt("tempdir", PATH, "/var/log/milter/save",
          "originals of defanged messages and other saved copies"),
     _opt("tempdir_max_age", _number_type(0), 7.0,

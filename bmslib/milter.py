@@ -12,6 +12,7 @@ from typing import Any
 
 import Milter
 
+from .logfields import bind, in_stage
 from .policy.decision import Action, Decision, reply_line
 from .policy.pipeline import SmtpSession
 
@@ -44,34 +45,53 @@ class BmsMilter(Milter.Base):
             self.setreply(d.code, d.xcode or None, *lines)
         return _RESULT[d.action]
 
+    def _log_facts(self) -> dict[str, object]:
+        """The connection as JSON log lines show it (bmslib.logfields)."""
+        s = self.session
+        conn, sender = s.conn, s.sender
+        return {"client_ip": conn.ip if conn is not None else None,
+                "sender": sender.mailbox if sender is not None else None,
+                "recipients": [r.mailbox for r in s.recipients],
+                "queue_id": self.getsymval("i") or None}
+
+    @in_stage("connect")
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
+        bind(self._log_facts)
         return self._reply(self.session.connect(hostname, family, hostaddr, self.getsymval))
 
+    @in_stage("helo")
     def hello(self, hostname: str) -> int:
         return self._reply(self.session.helo(hostname))
 
+    @in_stage("mail")
     def envfrom(self, f: str, *params: str) -> int:
         return self._reply(self.session.mail(f, params, self.getsymval))
 
+    @in_stage("rcpt")
     def envrcpt(self, to: str, *params: str) -> int:
         return self._reply(self.session.rcpt(to, params))
 
+    @in_stage("data")
     def data(self) -> int:
         return self._reply(self.session.data())
 
     @Milter.noreply
+    @in_stage("header")
     def header(self, field: str, value: str) -> int:
         self.session.header(field, value)
         return Milter.CONTINUE
 
+    @in_stage("eoh")
     def eoh(self) -> int:
         return self._reply(self.session.eoh())
 
     @Milter.noreply
+    @in_stage("body")
     def body(self, chunk: bytes) -> int:
         self.session.body(chunk)
         return Milter.CONTINUE
 
+    @in_stage("eom")
     def eom(self) -> int:
         result = self.session.eom(self.getsymval)
         if result.decision.final:
@@ -96,10 +116,12 @@ class BmsMilter(Milter.Base):
             self.addrcpt(rcpt)
         return Milter.CONTINUE
 
+    @in_stage("abort")
     def abort(self) -> int:
         self.session.abort()
         return Milter.CONTINUE
 
+    @in_stage("close")
     def close(self) -> int:
         self.session.close()
         return Milter.CONTINUE

@@ -36,6 +36,7 @@ from ..config import Config
 from ..dns import DnsResolver
 from ..interfaces import DnsTempError
 from ..log import escape, setup_logging
+from ..logtarget import JsonFormatter
 from ..milter import BmsMilter
 from ..policy.pipeline import SmtpSession
 from ..runtime import RuntimeBuildError, build_runtime, dns_settings, open_store
@@ -214,11 +215,13 @@ def _decide(args: argparse.Namespace, ctx: testctx.TestCtx, mta: _Mta,
 
 
 @contextmanager
-def _log_to_stdout() -> Iterator[None]:
-    """The daemon's log lines, in its format, on standard output."""
+def _log_to_stdout(config: Config) -> Iterator[None]:
+    """The daemon's log lines, in its format (``log_format``), on standard output."""
     handler = setup_logging(None)
     assert isinstance(handler, logging.StreamHandler)
     handler.setStream(sys.stdout)
+    if config.get("milter", "log_format") == "json":
+        handler.setFormatter(JsonFormatter())
     try:
         yield
     finally:
@@ -258,7 +261,7 @@ def run_test(args: argparse.Namespace) -> int:
     saved = Milter.factory
     Milter.factory = make
     try:
-        with _log_to_stdout():
+        with _log_to_stdout(config):
             ctx = testctx.TestCtx()
             ctx._msg = email.message_from_bytes(raw)  # where TestCtx records header edits
             ctx._setsymval("j", args.mta_name or socket.getfqdn())

@@ -25,6 +25,7 @@ from typing import IO, Protocol, TypeVar
 from .. import metrics
 from ..interfaces import Access, Archive, Clock, Resolver, StateStore
 from ..log import escape
+from ..logfields import decision
 from ..spool import MessageSpool
 from . import checks, dkimstep, dsnreply
 from .address import Address, parse_address
@@ -181,10 +182,10 @@ class SmtpSession:
         text = escape(d.log or d.tag)
         if self.settings.dry_run and d.action in (Action.REJECT, Action.TEMPFAIL,
                                                    Action.DISCARD):
-            log.info("DRYRUN %s: %s", verb, text)
+            log.info("DRYRUN %s: %s", verb, text, extra=decision("dryrun_" + verb, d.tag))
             metrics.decision("dryrun_" + verb.lower(), d.tag)
             return CONTINUE
-        log.info("%s: %s", verb, text)
+        log.info("%s: %s", verb, text, extra=decision(verb, d.tag))
         metrics.decision(verb.lower(), d.tag)
         return d
 
@@ -500,7 +501,8 @@ class SmtpSession:
                 return EomResult(answer)
         queue_id = macro("i") or "-"
         log.info("ACCEPT: %d recipient%s, queue id %s", len(self.recipients),
-                 "" if len(self.recipients) == 1 else "s", escape(queue_id))
+                 "" if len(self.recipients) == 1 else "s", escape(queue_id),
+                 extra=decision("accept", "ok"))
         metrics.decision("accept", "ok")
         self.in_transaction = False
         self._whitelist_recipients()

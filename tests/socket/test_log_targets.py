@@ -1,0 +1,165 @@
+"""``[milter] log`` and ``log_format`` on a real ``bms`` process driven by a
+scripted MTA: syslog through a datagram socket of the test's own (facility,
+ident, the connection id, no milter.log), and JSON lines (every line parses
+and decision lines carry stage, verdict, reason, client IP, sender,
+recipients and queue id) on stderr and in milter.log."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mtaclient import MtaClient
+from testbed.bmsd import REPO, BmsDaemon, config_text
+from testbed.waiting import wait_for
+
+from Milter.protocol import commands as cmd
+from Milter.protocol import replies as R
+
+BASE = {
+    "milter": {"internal_connect": "192.0.2.0/24", "internal_domains": "example.net",
+               "hello_blacklist": "mx.example.test"},
+    "dns": {"nameservers": "127.0.0.1:9", "timeout": "0.5", "lifetime": "1"},
+}
+LOCAL3_INFO = 19 * 8 + 6  # syslog priority: facility local3, severity info
+
+
+def sessions(d: BmsDaemon) -> None:
+    """One accepted internal message (queue id QUEUE1, two recipients), one zombie PC."""
+    with MtaClient(("127.0.0.1", d.port)) as m:
+        m.negotiate()
+        assert m.connect(b"pc1.example.net", "192.0.2.7") == R.CONTINUE
+        assert m.command(cmd.Helo(b"pc1.example.net")) == R.CONTINUE
+        assert m.command(cmd.Mail((b"<alice@example.net>",)), [(b"i", b"QUEUE1")]) \
+            == R.CONTINUE
+        for rcpt in (b"<bob@example.org>", b"<carol@example.org>"):
+            assert m.command(cmd.Rcpt((rcpt,))) == R.CONTINUE
+        assert m.command(cmd.Data()) == R.CONTINUE
+        m.send(cmd.Header(b"Subject", b"hello"))
+        assert m.command(cmd.EndOfHeaders()) == R.CONTINUE
+        m.send(cmd.Body(b"Hi Bob.\r\n"))
+        m.send(cmd.EndOfMessage())
+        assert m.final()[1] == R.CONTINUE
+    with MtaClient(("127.0.0.1", d.port)) as m:
+        m.negotiate()
+        assert m.connect(b"pc2.example.net", "192.0.2.8") == R.CONTINUE
+        assert m.command(cmd.Helo(b"pc2.example.net")) == R.CONTINUE
+        assert isinstance(m.command(cmd.Mail((b"<pc@zombie.example>",))), R.ReplyCode)
+
+
+class SyslogServer:
+    """A syslog "daemon": a unix datagram socket, read by a thread (a reader
+    that falls behind would block the logger, as with a real one)."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.datagrams: list[bytes] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                return
+            self.datagrams.append(data)
+
+    def lines(self, last: str) -> list[str]:
+        """Every line received, once one ending with ``last`` has come."""
+        def done() -> list[str] | None:
+            lines = [g.rstrip(b"\0\n").decode() for g in list(self.datagrams)]
+            return lines if any(line.endswith(last) for line in lines) else None
+        return wait_for(done, 10, f"a syslog line ending with {last!r}")
+
+    def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+@pytest.fixture
+def syslog_server(tmp_path: Path) -> Iterator[SyslogServer]:
+    server = SyslogServer(tmp_path / "dev-log")
+    yield server
+    server.close()
+
+
+def test_syslog_gets_every_line_with_facility_ident_and_connection_id(
+        tmp_path: Path, syslog_server: SyslogServer) -> None:
+    sections = {**BASE, "milter": {**BASE["milter"], "log": "syslog:local3",
+                                   "syslog_socket": str(tmp_path / "dev-log")}}
+    with BmsDaemon(sections, "", directory=str(tmp_path)) as d:
+        sessions(d)
+        assert d.stop() == 0
+        pid_prefix = f"<{LOCAL3_INFO}>bms["
+        lines = syslog_server.lines("bms stopped")
+    assert all(line.startswith(pid_prefix) for line in lines), lines
+    messages = [line.split("]: ", 1)[1] for line in lines]
+    ids = {m.split("] ", 1)[0][1:] for m in messages if "connect from pc" in m}
+    assert len(ids) == 2 and all(i.isdigit() for i in ids), messages
+    texts = [m.split("] ", 1)[1] for m in messages]
+    assert "connect from pc1.example.net at (192.0.2.7, 4000) INTERNAL" in texts, texts
+    assert "ACCEPT: 2 recipients, queue id QUEUE1" in texts, texts
+    assert "REJECT: zombie PC at 192.0.2.8 sending MAIL FROM pc@zombie.example" in texts
+    assert not (tmp_path / "log" / "milter.log").exists()
+
+
+def test_syslog_socket_missing_is_one_line(tmp_path: Path) -> None:
+    sections = {**BASE, "milter": {**BASE["milter"], "socket": "inet:0@127.0.0.1",
+                                   "log": "syslog", "datadir": str(tmp_path),
+                                   "syslog_socket": str(tmp_path / "nothing-here")}}
+    cfg = tmp_path / "pymilter.cfg"
+    cfg.write_text(config_text({**sections, "spf": {"access_file": ""}}))
+    out = subprocess.run([sys.executable, "-m", "bms", "-c", str(cfg), "--foreground"],
+                         capture_output=True, text=True, cwd=REPO, timeout=60, check=False)
+    assert out.returncode == 2, out
+    assert out.stderr == (f"bms: cannot write the log in {tmp_path}: syslog socket "
+                          f"{tmp_path / 'nothing-here'}: No such file or directory\n"), out
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in text.splitlines()]  # every line parses
+    assert lines and all(isinstance(e, dict) for e in lines)
+    return lines
+
+
+@pytest.mark.parametrize("target", ["stderr", "file"])
+def test_json_lines_carry_the_fields(tmp_path: Path, target: str) -> None:
+    sections = {**BASE, "milter": {**BASE["milter"], "log": target, "log_format": "json"}}
+    with BmsDaemon(sections, "", directory=str(tmp_path)) as d:
+        sessions(d)
+        assert d.stop() == 0
+    path = tmp_path / ("stderr.log" if target == "stderr" else "log/milter.log")
+    entries = json_lines(path.read_text())
+    keys = {"time", "level", "connid", "message", "stage", "verdict", "reason", "client_ip",
+            "sender", "recipients", "queue_id"}
+    by_message = {e["message"]: e for e in entries}
+    accept = by_message["ACCEPT: 2 recipients, queue id QUEUE1"]
+    assert keys <= set(accept), accept
+    assert (accept["stage"], accept["verdict"], accept["reason"]) == ("eom", "accept", "ok")
+    assert accept["client_ip"] == "192.0.2.7" and accept["sender"] == "alice@example.net"
+    assert accept["recipients"] == ["bob@example.org", "carol@example.org"]
+    assert accept["queue_id"] == "QUEUE1" and accept["connid"].isdigit()
+    assert accept["level"] == "info" and accept["time"].endswith("+00:00")
+    reject = by_message["REJECT: zombie PC at 192.0.2.8 sending MAIL FROM pc@zombie.example"]
+    assert (reject["stage"], reject["verdict"], reject["reason"]) == (
+        "mail", "reject", "zombie PC"), reject
+    assert (reject["client_ip"], reject["sender"], reject["recipients"]) == (
+        "192.0.2.8", "pc@zombie.example", [])
+    connect = by_message["connect from pc2.example.net at (192.0.2.8, 4000) INTERNAL"]
+    assert connect["stage"] == "connect" and connect["verdict"] is None
+    assert connect["connid"] == reject["connid"] != accept["connid"]
+    # Lines outside a connection have no connection fields.
+    stopped = by_message["bms stopped"]
+    assert stopped["connid"] == "-" and stopped["client_ip"] is None
+    assert stopped.get("stage") is None
+    if target == "stderr":
+        assert not (tmp_path / "log" / "milter.log").exists()
