@@ -116,3 +116,28 @@ class MtaClient:
 
 def _code_of(command: cmd.Command) -> int:
     return command.encode()[4]
+
+
+def internal_and_zombie_sessions(port: int) -> None:
+    """Two connections to a bms daemon on ``port`` configured with internal_connect
+    192.0.2.0/24 and internal_domains example.net: one accepted internal message
+    (queue id QUEUE1, two recipients), then a zombie PC refused at MAIL FROM."""
+    with MtaClient(("127.0.0.1", port)) as m:
+        m.negotiate()
+        assert m.connect(b"pc1.example.net", "192.0.2.7") == R.CONTINUE
+        assert m.command(cmd.Helo(b"pc1.example.net")) == R.CONTINUE
+        assert m.command(cmd.Mail((b"<alice@example.net>",)), [(b"i", b"QUEUE1")]) \
+            == R.CONTINUE
+        for rcpt in (b"<bob@example.org>", b"<carol@example.org>"):
+            assert m.command(cmd.Rcpt((rcpt,))) == R.CONTINUE
+        assert m.command(cmd.Data()) == R.CONTINUE
+        m.send(cmd.Header(b"Subject", b"hello"))
+        assert m.command(cmd.EndOfHeaders()) == R.CONTINUE
+        m.send(cmd.Body(b"Hi Bob.\r\n"))
+        m.send(cmd.EndOfMessage())
+        assert m.final()[1] == R.CONTINUE
+    with MtaClient(("127.0.0.1", port)) as m:
+        m.negotiate()
+        assert m.connect(b"pc2.example.net", "192.0.2.8") == R.CONTINUE
+        assert m.command(cmd.Helo(b"pc2.example.net")) == R.CONTINUE
+        assert isinstance(m.command(cmd.Mail((b"<pc@zombie.example>",))), R.ReplyCode)

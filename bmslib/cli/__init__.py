@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from ..state.lists import BLACKLIST, WHITELIST
-from . import access, bans, greylist, lists, offline
+from . import access, bans, greylist, lists, offline, stats
 from .common import CommandError, Run, add_config_option
 
 
@@ -36,6 +36,7 @@ GROUPS: tuple[Group, ...] = (
     Group(greylist.NAME, greylist.HELP, greylist.add_arguments),
     Group(access.NAME, access.HELP, access.add_arguments),
     Group(offline.NAME, offline.HELP, offline.add_arguments),
+    Group(stats.NAME, stats.HELP, stats.add_arguments),
 )
 
 

@@ -16,12 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mtaclient import MtaClient
+from mtaclient import internal_and_zombie_sessions
 from testbed.bmsd import REPO, BmsDaemon, config_text
 from testbed.waiting import wait_for
-
-from Milter.protocol import commands as cmd
-from Milter.protocol import replies as R
 
 BASE = {
     "milter": {"internal_connect": "192.0.2.0/24", "internal_domains": "example.net",
@@ -29,29 +26,6 @@ BASE = {
     "dns": {"nameservers": "127.0.0.1:9", "timeout": "0.5", "lifetime": "1"},
 }
 LOCAL3_INFO = 19 * 8 + 6  # syslog priority: facility local3, severity info
-
-
-def sessions(d: BmsDaemon) -> None:
-    """One accepted internal message (queue id QUEUE1, two recipients), one zombie PC."""
-    with MtaClient(("127.0.0.1", d.port)) as m:
-        m.negotiate()
-        assert m.connect(b"pc1.example.net", "192.0.2.7") == R.CONTINUE
-        assert m.command(cmd.Helo(b"pc1.example.net")) == R.CONTINUE
-        assert m.command(cmd.Mail((b"<alice@example.net>",)), [(b"i", b"QUEUE1")]) \
-            == R.CONTINUE
-        for rcpt in (b"<bob@example.org>", b"<carol@example.org>"):
-            assert m.command(cmd.Rcpt((rcpt,))) == R.CONTINUE
-        assert m.command(cmd.Data()) == R.CONTINUE
-        m.send(cmd.Header(b"Subject", b"hello"))
-        assert m.command(cmd.EndOfHeaders()) == R.CONTINUE
-        m.send(cmd.Body(b"Hi Bob.\r\n"))
-        m.send(cmd.EndOfMessage())
-        assert m.final()[1] == R.CONTINUE
-    with MtaClient(("127.0.0.1", d.port)) as m:
-        m.negotiate()
-        assert m.connect(b"pc2.example.net", "192.0.2.8") == R.CONTINUE
-        assert m.command(cmd.Helo(b"pc2.example.net")) == R.CONTINUE
-        assert isinstance(m.command(cmd.Mail((b"<pc@zombie.example>",))), R.ReplyCode)
 
 
 class SyslogServer:
@@ -97,7 +71,7 @@ def test_syslog_gets_every_line_with_facility_ident_and_connection_id(
     sections = {**BASE, "milter": {**BASE["milter"], "log": "syslog:local3",
                                    "syslog_socket": str(tmp_path / "dev-log")}}
     with BmsDaemon(sections, "", directory=str(tmp_path)) as d:
-        sessions(d)
+        internal_and_zombie_sessions(d.port)
         assert d.stop() == 0
         pid_prefix = f"<{LOCAL3_INFO}>bms["
         lines = syslog_server.lines("bms stopped")
@@ -135,7 +109,7 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 def test_json_lines_carry_the_fields(tmp_path: Path, target: str) -> None:
     sections = {**BASE, "milter": {**BASE["milter"], "log": target, "log_format": "json"}}
     with BmsDaemon(sections, "", directory=str(tmp_path)) as d:
-        sessions(d)
+        internal_and_zombie_sessions(d.port)
         assert d.stop() == 0
     path = tmp_path / ("stderr.log" if target == "stderr" else "log/milter.log")
     entries = json_lines(path.read_text())
