@@ -128,7 +128,8 @@ STARTUP_ONLY = (("milter", "socket"), ("milter", "name"), ("milter", "workers"),
                 ("milter", "socket_group"), ("metrics", "listen"))
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The daemon's options (also what bms(8) documents, bmslib.manpage)."""
     p = argparse.ArgumentParser(prog="bms", description=(__doc__ or "").splitlines()[0],
                                 epilog=cli.epilog())
     p.add_argument("--version", action="version", version=f"bms {bmslib.__version__}")
@@ -154,7 +155,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--socket", help="override [milter] socket (libmilter syntax)")
     p.add_argument("--logdir", help="override [milter] logdir ('-' for stderr)")
     p.add_argument("--workers", type=int, help="override [milter] workers")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def fail(message: str, code: int = 2) -> int:

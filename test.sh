@@ -9,7 +9,7 @@ ROOT=$(cd "$(dirname "$0")" && pwd)
 cd "$ROOT"
 . scripts/lib.sh
 
-apt_install postfix miltertest nsd iproute2 procps redis-server openssl logrotate
+apt_install postfix miltertest nsd iproute2 procps redis-server openssl logrotate man-db
 ensure_sendmail
 ensure_venv "$ROOT/.venv" ".[test]"
 ensure_pymilter

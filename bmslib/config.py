@@ -977,6 +977,11 @@ def _default_text(opt: Option) -> str:
     return str(value)
 
 
+def default_text(opt: Option) -> str:
+    """An option's default as the docs show it (``yes``, ``(unset)``, ``007``, ...)."""
+    return _default_text(opt)
+
+
 def schema_doc() -> str:
     """Every section and option with its type, default and meaning."""
     lines: list[str] = []

@@ -46,13 +46,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_option(add_action(sub, "list", "print the bans in force", run_list))
     p = add_action(sub, "add", "ban an IP address, a domain or every name below *.SUFFIX",
                    run_add)
-    p.add_argument("target", metavar="IP|DOMAIN|*.SUFFIX")
+    p.add_argument("target", metavar="IP|DOMAIN|*.SUFFIX",
+                   help="a client IP address, a sender domain (that name only) or *.SUFFIX "
+                        "(every name below SUFFIX)")
     p.add_argument("--days", type=positive_days,
                    help="how long the ban lasts (default: until deleted); an existing "
                         "ban that lasts longer is kept")
     p.add_argument("--reason", default="manual", help="why (shown by 'ban list')")
     p = add_action(sub, "del", "lift the ban of an IP address, domain or *.SUFFIX", run_del)
-    p.add_argument("target", metavar="IP|DOMAIN|*.SUFFIX")
+    p.add_argument("target", metavar="IP|DOMAIN|*.SUFFIX", help="the ban, as 'ban list' shows it")
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -45,12 +45,13 @@ def add_arguments(kind: str, parser: argparse.ArgumentParser) -> None:
                                partial(run_list, kind)))
     p = add_action(sub, "add", f"add an address or @domain to the {kind}",
                    partial(run_add, kind))
-    p.add_argument("entry", metavar="ADDRESS|@DOMAIN")
+    p.add_argument("entry", metavar="ADDRESS|@DOMAIN",
+                   help="a sender address, or @domain for every address of the domain")
     p.add_argument("--days", type=positive_days,
                    help="how long the entry lasts (default: until deleted)")
     p = add_action(sub, "del", f"delete an address or @domain from the {kind}",
                    partial(run_del, kind))
-    p.add_argument("entry", metavar="ADDRESS|@DOMAIN")
+    p.add_argument("entry", metavar="ADDRESS|@DOMAIN", help="the entry, as 'list' shows it")
 
 
 def _shown(key: str) -> str:

@@ -17,7 +17,7 @@ from ..config import Config
 from ..log import escape
 from ..metrics import MetricsError, parse_listen
 from ..state.records import GreylistMatch
-from .common import CommandError, add_json_option, config_of, opened_store
+from .common import CommandError, config_of, opened_store
 
 NAME = "stats"
 HELP = "print what the state store holds and the running daemon's live figures"
@@ -25,7 +25,8 @@ SCRAPE_TIMEOUT = 5.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_json_option(parser)
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (store, live) instead of text")
     parser.set_defaults(run=run_stats)
 
 
