@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sqlite3
 import sys
 import time
@@ -14,10 +15,12 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
+from .. import privileges
 from ..config import DEFAULT_PATH, Config, ConfigError, load_config
 from ..interfaces import AdminStore
 from ..log import escape
 from ..policy.greylist import StoreUnavailable
+from ..privileges import PrivilegeError
 from ..runtime import RuntimeBuildError, open_store
 
 Run = Callable[[argparse.Namespace], int]
@@ -45,11 +48,19 @@ def add_action(sub: Any, name: str, help: str, run: Run) -> argparse.ArgumentPar
 
 
 def config_of(args: argparse.Namespace) -> Config:
+    """The configuration of ``-c``; started as root, the process then runs as
+    ``[milter] user`` (as the daemon does), so that a file the command
+    creates (the SQLite state file, its -wal and -shm) stays the daemon's."""
     paths: Sequence[str] = getattr(args, "config", None) or [DEFAULT_PATH]
     try:
-        return load_config(paths)
-    except ConfigError as exc:
+        config = load_config(paths)
+        plan = privileges.plan(config.get("milter", "user"), config.get("milter", "group"),
+                               euid=os.geteuid())
+        if plan.target is not None:
+            privileges.drop(plan.target)
+    except (ConfigError, PrivilegeError) as exc:
         raise CommandError(str(exc)) from None
+    return config
 
 
 @contextmanager
