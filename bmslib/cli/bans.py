@@ -5,10 +5,10 @@ its next connection (they query the store, nothing is cached)."""
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import time
 
 from ..log import escape
+from ..policy.connection import parse_ip
 from .common import (
     CommandError,
     add_action,
@@ -27,12 +27,12 @@ HELP = "list, add or delete banned client IPs and sender domains"
 
 
 def target(text: str) -> tuple[str, str]:
-    """``(kind, key)`` of a ban target: an IP address, a domain, or ``*.suffix``."""
+    """``(kind, key)`` of a ban target: an IP address (``[...]``, ``IPv6:`` and
+    any spelling accepted, stored as the daemon compares it), a domain, or ``*.suffix``."""
     value = text.strip()
-    try:
-        return "ip", str(ipaddress.ip_address(value))
-    except ValueError:
-        pass
+    ip = parse_ip(value)  # as the daemon reads the client address: v4-mapped is IPv4
+    if ip is not None:
+        return "ip", str(ip)
     name = value.lower().rstrip(".")
     labels = name[2:] if name.startswith("*.") else name
     if not labels or any(not part or len(part) > 63 or not all(

@@ -86,6 +86,13 @@ def test_ban_add_list_del(capsys: pytest.CaptureFixture[str], cfg: Path,
         1, "ip 198.51.100.7 was not banned\n")
     assert run(capsys, cfg, "ban", "del", "*.BULK.test")[0] == 0
     assert run(capsys, cfg, "ban", "list", "--json") == (0, "[]\n")
+    # Any spelling of an address is the one the daemon compares with.
+    assert run(capsys, cfg, "ban", "add", "::ffff:192.0.2.8")[1] == (
+        "banned ip 192.0.2.8 until never\n")
+    assert run(capsys, cfg, "ban", "add", "[IPv6:2001:DB8:0::1]")[1] == (
+        "banned ip 2001:db8::1 until never\n")
+    assert store.ip_banned("192.0.2.8", now) and store.ip_banned("2001:db8::1", now)
+    assert run(capsys, cfg, "ban", "del", "2001:0db8::0:1")[0] == 0
 
 
 def test_ban_refuses_what_is_not_an_address_or_domain(
