@@ -67,6 +67,11 @@ class BanStore(Protocol):
 
     def domain_banned(self, domain: str, now: float) -> bool: ...
 
+    def ban_in_force(self, kind: str, name: str, now: float) -> BanEntry | None:
+        """The unexpired ban that refuses IP (``kind`` ``ip``) or domain ``name``,
+        the most specific one (for the log line that acts on it), or None."""
+        ...
+
 
 class AddressLists(Protocol):
     """The auto-whitelist and the blacklist (the state store; ``bmslib.state.lists``).

@@ -12,6 +12,7 @@ from bmslib.policy.greylist import (
     StoreUnavailable,
     greylist_step,
 )
+from bmslib.state.records import BanEntry, ban_keys
 
 
 class FakeResolver:
@@ -83,6 +84,15 @@ class FakeStore:
         d = domain.lower()
         return any(until > now and (key == d or (key.startswith("*.") and d.endswith(key[1:])))
                    for key, until, _ in self.domain_bans)
+
+    def ban_in_force(self, kind: str, name: str, now: float) -> BanEntry | None:
+        self._up()
+        bans = self.bans if kind == "ip" else self.domain_bans
+        for key in ban_keys(kind, name):
+            for banned, until, reason in bans:
+                if banned == key and until > now:
+                    return BanEntry(kind, key, until, reason)
+        return None
 
     def list_add(self, kind: str, entry: str, until: float) -> None:
         self._up()

@@ -211,8 +211,18 @@ class SmtpSession:
         banned = ip is not None and self._query(lambda now: sv.store.ip_banned(ip, now), False)
         for d in (checks.check_banned_ip(conn, banned), checks.check_ptr(conn)):
             if d.final:
+                if d.tag == "BANNED IP" and ip is not None:
+                    self._log_ban("ip", ip)
                 return self._apply(d, delayable=True)
         return CONTINUE
+
+    def _log_ban(self, kind: str, name: str) -> None:
+        """Which ban refuses this client or sender domain, and why (the daemon's
+        own or one added with ``bms ban add``)."""
+        ban = self._query(lambda now: self.services.store.ban_in_force(kind, name, now), None)
+        if ban is not None:
+            log.info("BAN IN FORCE: %s %s (%s)", kind, escape(ban.key),
+                     escape(ban.reason or "no reason given"))
 
     def helo(self, name: str) -> Decision:
         conn = self._conn()
@@ -263,6 +273,7 @@ class SmtpSession:
         store = self.services.store
         if sender.qualified and self._query(
                 lambda now: store.domain_banned(sender.domain, now), False):
+            self._log_ban("domain", sender.domain)
             return self._apply(Decision.reject(
                 "banned domain", f"Mail from {sender.domain} is not accepted here.",
                 log=f"banned domain {sender.domain}", delay=True), delayable=True)

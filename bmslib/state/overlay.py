@@ -17,7 +17,7 @@ from ..policy.greylist import (
     greylist_step,
 )
 from .lists import check_kind, entry_key, lookup_keys
-from .records import GreylistMatch
+from .records import BanEntry, GreylistMatch, ban_keys
 
 
 class OverlayStore:
@@ -26,26 +26,31 @@ class OverlayStore:
     def __init__(self, base: AdminStore) -> None:
         self.base = base
         self.path = f"{base.path} (read only)"
-        self._bans: dict[tuple[str, str], float] = {}
+        self._bans: dict[tuple[str, str], BanEntry] = {}
         self._lists: dict[tuple[str, str], float] = {}  # until; 0.0: removed here
         self._cache: dict[tuple[str, str], tuple[str, float]] = {}
         self._grey: dict[GreylistKey, GreylistRecord] = {}
         self._counters: dict[str, int] = {}
 
     def ban_ip(self, ip: str, until: float, reason: str) -> None:
-        self._bans[("ip", ip)] = until
+        self._bans[("ip", ip)] = BanEntry("ip", ip, until, reason)
 
     def ip_banned(self, ip: str, now: float) -> bool:
-        return self._bans.get(("ip", ip), 0.0) > now or self.base.ip_banned(ip, now)
+        return self.ban_in_force("ip", ip, now) is not None
 
     def ban_domain(self, domain: str, until: float, reason: str) -> None:
-        self._bans[("domain", domain.lower())] = until
+        key = domain.lower()
+        self._bans[("domain", key)] = BanEntry("domain", key, until, reason)
 
     def domain_banned(self, domain: str, now: float) -> bool:
-        d = domain.lower()
-        mine = any(until > now and (key == d or (key.startswith("*.") and d.endswith(key[1:])))
-                   for (kind, key), until in self._bans.items() if kind == "domain")
-        return mine or self.base.domain_banned(domain, now)
+        return self.ban_in_force("domain", domain, now) is not None
+
+    def ban_in_force(self, kind: str, name: str, now: float) -> BanEntry | None:
+        for key in ban_keys(kind, name):
+            mine = self._bans.get((kind, key))
+            if mine is not None and mine.until > now:
+                return mine
+        return self.base.ban_in_force(kind, name, now)
 
     def list_add(self, kind: str, entry: str, until: float) -> None:
         key = (check_kind(kind), entry_key(entry))

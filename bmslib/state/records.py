@@ -7,9 +7,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..policy.address import domain_parents
 from ..policy.greylist import mask_ip
 
 BAN_KINDS = ("ip", "domain")
+
+
+def ban_keys(kind: str, name: str) -> list[str]:
+    """The ban records that apply to ``name``, most specific first: an IP its
+    own; a domain itself, then ``*.parent`` for each parent (``x.y`` bans
+    exactly x.y, ``*.x.y`` every name below x.y)."""
+    if kind == "ip":
+        return [name]
+    d = name.lower()
+    return [d] + [f"*.{p}" for p in domain_parents(d)[1:]]
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ..policy.address import domain_parents
 from ..policy.greylist import GreylistKey, GreylistSettings, GreylistVerdict, StoreUnavailable
 from .lists import check_kind, entry_key, lookup_keys
-from .records import BAN_KINDS, BanEntry, GreylistEntry, GreylistMatch, ListEntry
+from .records import BAN_KINDS, BanEntry, GreylistEntry, GreylistMatch, ListEntry, ban_keys
 
 log = logging.getLogger("bms")
 
@@ -218,8 +217,20 @@ class RedisStore:
 
     def domain_banned(self, domain: str, now: float) -> bool:
         """``x.y`` bans exactly x.y; ``*.x.y`` bans every name below x.y."""
-        d = domain.lower()
-        return self._banned("domain", [d] + [f"*.{p}" for p in domain_parents(d)[1:]], now)
+        return self._banned("domain", ban_keys("domain", domain), now)
+
+    def ban_in_force(self, kind: str, name: str, now: float) -> BanEntry | None:
+        keys = ban_keys(kind, name)
+
+        def op() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.hmget(f"{PREFIX}ban:{kind}:{key}", ["until", "reason"])
+            return pipe.execute()
+        for key, (until, reason) in zip(keys, self._call(op), strict=True):
+            if until is not None and float(until) > now:
+                return BanEntry(kind, key, float(until), reason or "")
+        return None
 
     def purge(self, now: float) -> int:
         """Nothing to do: Redis expires the keys itself."""

@@ -12,11 +12,10 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from ..policy.address import domain_parents
 from ..policy.greylist import GreylistKey, GreylistSettings, GreylistVerdict
 from . import greylist as _greylist
 from .lists import check_kind, entry_key, lookup_keys
-from .records import BanEntry, GreylistEntry, GreylistMatch, ListEntry
+from .records import BanEntry, GreylistEntry, GreylistMatch, ListEntry, ban_keys
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bans (
@@ -119,13 +118,20 @@ class SqliteStore:
 
     def domain_banned(self, domain: str, now: float) -> bool:
         """``x.y`` bans exactly x.y; ``*.x.y`` bans every name below x.y."""
-        d = domain.lower()
-        keys = [_storable(k) for k in [d] + [f"*.{p}" for p in domain_parents(d)[1:]]]
+        keys = [_storable(k) for k in ban_keys("domain", domain)]
         marks = ",".join("?" * len(keys))
         row = self._db().execute(
             f"SELECT 1 FROM bans WHERE kind = 'domain' AND key IN ({marks}) AND until > ?",
             (*keys, now)).fetchone()
         return row is not None
+
+    def ban_in_force(self, kind: str, name: str, now: float) -> BanEntry | None:
+        for key in ban_keys(kind, name):
+            row = self._db().execute("SELECT until, reason FROM bans WHERE kind = ? AND key = ? "
+                                     "AND until > ?", (kind, _storable(key), now)).fetchone()
+            if row is not None:
+                return BanEntry(kind, key, float(row[0]), str(row[1]))
+        return None
 
     def purge(self, now: float) -> int:
         """Delete expired bans, cache and list entries; the number removed."""

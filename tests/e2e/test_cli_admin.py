@@ -105,6 +105,7 @@ def test_ban_and_unban_an_ip_and_a_domain(host: BmsHost) -> None:
     _, t = send(host, FORWARDER_IP, RELAY_HELO, sender, "banned")
     refused_at_data(t, "Banned for repeated policy violations.")
     host.bms.wait_log(f"REJECT: BANNED IP {FORWARDER_IP}", start=mark)
+    assert f"BAN IN FORCE: ip {FORWARDER_IP} (abuse report)" in host.log_since(mark)
 
     assert bms(host, "ban", "del", FORWARDER_IP) == f"ban of ip {FORWARDER_IP} lifted\n"
     mid, t = send(host, FORWARDER_IP, RELAY_HELO, sender, "unbanned")
@@ -115,9 +116,11 @@ def test_ban_and_unban_an_ip_and_a_domain(host: BmsHost) -> None:
     _, t = send(host, FORWARDER_IP, RELAY_HELO, sender, "banned-domain")
     refused_at_data(t, "Mail from pass.test is not accepted here.")
     host.bms.wait_log("REJECT: banned domain pass.test", start=mark)
+    assert "BAN IN FORCE: domain pass.test (manual)" in host.log_since(mark)
     bms(host, "ban", "del", "pass.test")
     _, t = send(host, FORWARDER_IP, RELAY_HELO, "x@mail.pass.test", "banned-suffix")
     refused_at_data(t, "Mail from mail.pass.test is not accepted here.")
+    host.bms.wait_log("BAN IN FORCE: domain *.pass.test (manual)", start=mark)
     bms(host, "ban", "del", "*.pass.test")
     mid, t = send(host, FORWARDER_IP, RELAY_HELO, sender, "domain-unbanned")
     accepted(host, mid, t)

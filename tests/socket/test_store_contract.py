@@ -79,7 +79,7 @@ def now() -> float:
 PUBLIC = ("ban_ip", "ip_banned", "ban_domain", "domain_banned", "purge", "cache_get",
           "cache_put", "reserve", "greylist", "purge_greylist", "list_add", "listed",
           "list_remove", "close", "bans", "unban", "list_entries", "greylist_entries",
-          "greylist_pass", "greylist_forget")
+          "greylist_pass", "greylist_forget", "ban_in_force")
 
 
 
@@ -387,6 +387,22 @@ def test_bans_are_listed_sorted_without_the_expired_and_deleted(store: Store,
     assert not store.ip_banned("2001:db8::9", now)
     assert not store.domain_banned("a.bulk.test", now)
     assert [b.key for b in store.bans(now)] == ["192.0.2.10", "192.0.2.9"]
+
+
+def test_ban_in_force_names_the_most_specific_ban(store: Store, now: float) -> None:
+    store.ban_ip("192.0.2.9", now + HOUR, "4 demerits")
+    store.ban_ip("192.0.2.10", now + 60, "soon over")
+    store.ban_domain("*.example.test", math.inf, "manual")
+    store.ban_domain("*.mx.example.test", now + DAY, "spam run")
+    assert store.ban_in_force("ip", "192.0.2.9", now) == BanEntry(
+        "ip", "192.0.2.9", now + HOUR, "4 demerits")
+    assert store.ban_in_force("ip", "192.0.2.10", now + 120) is None  # expired
+    assert store.ban_in_force("ip", "192.0.2.11", now) is None
+    assert store.ban_in_force("domain", "A.MX.example.test", now) == BanEntry(
+        "domain", "*.mx.example.test", now + DAY, "spam run")
+    assert store.ban_in_force("domain", "a.mx.example.test", now + 2 * DAY) == BanEntry(
+        "domain", "*.example.test", math.inf, "manual")  # the wider one still holds
+    assert store.ban_in_force("domain", "example.test", now) is None
 
 
 def test_list_entries_per_kind(store: Store, now: float) -> None:

@@ -13,7 +13,7 @@ import pytest
 import bms
 from bmslib.policy.greylist import GreylistSettings
 from bmslib.state.overlay import OverlayStore
-from bmslib.state.records import GreylistMatch
+from bmslib.state.records import BanEntry, GreylistMatch
 from bmslib.state.sqlite import SqliteStore
 
 MESSAGE = b"From: a@example.org\nTo: x@example.com\nSubject: hello\n\nHi there.\n"
@@ -97,6 +97,10 @@ def test_overlay_reads_through_and_writes_nowhere(tmp_path: Path) -> None:
     overlay.ban_ip("192.0.2.2", T0 + 60, "demerits")
     overlay.ban_domain("*.bulk.test", T0 + 60, "spam")
     assert overlay.ip_banned("192.0.2.2", T0) and overlay.domain_banned("mx.bulk.test", T0)
+    assert overlay.ban_in_force("domain", "mx.bulk.test", T0) == BanEntry(
+        "domain", "*.bulk.test", T0 + 60, "spam")
+    assert overlay.ban_in_force("ip", "192.0.2.1", T0) == BanEntry(
+        "ip", "192.0.2.1", math.inf, "manual")  # the real store's
     assert overlay.listed("whitelist", "FRIEND@example.com", T0)
     overlay.list_remove("whitelist", "friend@example.com")
     assert not overlay.listed("whitelist", "friend@example.com", T0)
