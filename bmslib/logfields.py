@@ -1,9 +1,9 @@
 """The structured fields of a log line (``[milter] log_format = json``).
 
 Connection facts come from the connection's :class:`bmslib.milter.BmsMilter`,
-which binds a function returning them when the connection starts
-(:func:`bind`) and names the stage of each callback (:func:`in_stage`);
-both live in context variables of the connection's thread, next to
+which binds a function returning them (the stage of the callback running,
+client IP, sender, recipients, queue id) when the connection starts
+(:func:`bind`), in a context variable of the connection's thread next to
 :data:`Milter.connid.current`.  Decision lines carry ``verdict`` and
 ``reason`` through ``extra=`` (:func:`decision`).  The text lines do not
 change: these fields are only read by :class:`bmslib.logtarget.JsonFormatter`."""
@@ -11,19 +11,15 @@ change: these fields are only read by :class:`bmslib.logtarget.JsonFormatter`.""
 from __future__ import annotations
 
 import contextvars
-import functools
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
 
 from Milter import connid
 
 Facts = Callable[[], Mapping[str, object]]
-F = TypeVar("F", bound=Callable[..., Any])
 
-FACTS = ("client_ip", "sender", "recipients", "queue_id")  # what a bound connection gives
+FACTS = ("stage", "client_ip", "sender", "recipients", "queue_id")  # what a connection gives
 
-_stage: contextvars.ContextVar[str] = contextvars.ContextVar("bms_stage", default="")
 _facts: contextvars.ContextVar[tuple[str, Facts] | None] = contextvars.ContextVar(
     "bms_connection_facts", default=None)
 
@@ -31,20 +27,6 @@ _facts: contextvars.ContextVar[tuple[str, Facts] | None] = contextvars.ContextVa
 def bind(facts: Facts) -> None:
     """``facts()`` describes the current connection (client IP, sender, ...)."""
     _facts.set((connid.current.get(), facts))
-
-
-def in_stage(name: str) -> Callable[[F], F]:
-    """A decorator: while the callback runs, log lines name stage ``name``."""
-    def wrap(fn: F) -> F:
-        @functools.wraps(fn)
-        def staged(*args: Any, **kwargs: Any) -> Any:
-            token = _stage.set(name)
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                _stage.reset(token)
-        return staged  # type: ignore[return-value]
-    return wrap
 
 
 def decision(verdict: str, reason: str) -> dict[str, str]:
@@ -55,8 +37,7 @@ def decision(verdict: str, reason: str) -> dict[str, str]:
 def fields(record: logging.LogRecord) -> dict[str, object]:
     """The structured fields of ``record``: stage, verdict, reason and the
     facts of its connection (when the record is of the bound connection)."""
-    out: dict[str, object] = {"stage": _stage.get() or None,
-                              "verdict": getattr(record, "verdict", None),
+    out: dict[str, object] = {"verdict": getattr(record, "verdict", None),
                               "reason": getattr(record, "reason", None),
                               **dict.fromkeys(FACTS)}
     bound = _facts.get()

@@ -12,7 +12,7 @@ from typing import Any
 
 import Milter
 
-from .logfields import bind, in_stage
+from .logfields import bind
 from .policy.decision import Action, Decision, reply_line
 from .policy.pipeline import SmtpSession
 
@@ -38,6 +38,7 @@ class BmsMilter(Milter.Base):
 
     def __init__(self, session: SmtpSession) -> None:
         self.session = session
+        self.log_stage = ""  # the callback running now, for JSON log lines (bmslib.logfields)
 
     def _reply(self, d: Decision) -> int:
         if d.action in (Action.REJECT, Action.TEMPFAIL) and d.code:
@@ -49,50 +50,51 @@ class BmsMilter(Milter.Base):
         """The connection as JSON log lines show it (bmslib.logfields)."""
         s = self.session
         conn, sender = s.conn, s.sender
-        return {"client_ip": conn.ip if conn is not None else None,
+        return {"stage": self.log_stage or None,
+                "client_ip": conn.ip if conn is not None else None,
                 "sender": sender.mailbox if sender is not None else None,
                 "recipients": [r.mailbox for r in s.recipients],
                 "queue_id": self.getsymval("i") or None}
 
-    @in_stage("connect")
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
+        self.log_stage = "connect"
         bind(self._log_facts)
         return self._reply(self.session.connect(hostname, family, hostaddr, self.getsymval))
 
-    @in_stage("helo")
     def hello(self, hostname: str) -> int:
+        self.log_stage = "helo"
         return self._reply(self.session.helo(hostname))
 
-    @in_stage("mail")
     def envfrom(self, f: str, *params: str) -> int:
+        self.log_stage = "mail"
         return self._reply(self.session.mail(f, params, self.getsymval))
 
-    @in_stage("rcpt")
     def envrcpt(self, to: str, *params: str) -> int:
+        self.log_stage = "rcpt"
         return self._reply(self.session.rcpt(to, params))
 
-    @in_stage("data")
     def data(self) -> int:
+        self.log_stage = "data"
         return self._reply(self.session.data())
 
     @Milter.noreply
-    @in_stage("header")
     def header(self, field: str, value: str) -> int:
+        self.log_stage = "header"
         self.session.header(field, value)
         return Milter.CONTINUE
 
-    @in_stage("eoh")
     def eoh(self) -> int:
+        self.log_stage = "eoh"
         return self._reply(self.session.eoh())
 
     @Milter.noreply
-    @in_stage("body")
     def body(self, chunk: bytes) -> int:
+        self.log_stage = "body"
         self.session.body(chunk)
         return Milter.CONTINUE
 
-    @in_stage("eom")
     def eom(self) -> int:
+        self.log_stage = "eom"
         result = self.session.eom(self.getsymval)
         if result.decision.final:
             return self._reply(result.decision)
@@ -116,12 +118,12 @@ class BmsMilter(Milter.Base):
             self.addrcpt(rcpt)
         return Milter.CONTINUE
 
-    @in_stage("abort")
     def abort(self) -> int:
+        self.log_stage = "abort"
         self.session.abort()
         return Milter.CONTINUE
 
-    @in_stage("close")
     def close(self) -> int:
+        self.log_stage = "close"
         self.session.close()
         return Milter.CONTINUE
