@@ -10,6 +10,7 @@ line and a function that adds its arguments, each action setting ``run``
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -87,6 +88,10 @@ def main(argv: Sequence[str]) -> int:
     run: Run = args.run
     try:
         return run(args)
+    except BrokenPipeError:  # the output went into `head` or a pager that quit early
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the exit-time flush stays quiet
+        return 1
     except CommandError as exc:
         print(f"bms {args.command}: {exc}", file=sys.stderr)
         return int(getattr(args, "cannot_run", 2))

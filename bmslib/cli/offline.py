@@ -27,7 +27,7 @@ from functools import partial
 from io import BytesIO
 
 import Milter
-from Milter import testctx
+from Milter import connid, testctx
 from Milter.protocol import commands as cmd
 from Milter.protocol import constants as C
 from Milter.protocol import replies as R
@@ -260,6 +260,7 @@ def run_test(args: argparse.Namespace) -> int:
 
     saved = Milter.factory
     Milter.factory = make
+    token = connid.current.set("test")  # the connection id of every line printed
     try:
         with _log_to_stdout(config):
             ctx = testctx.TestCtx()
@@ -273,6 +274,7 @@ def run_test(args: argparse.Namespace) -> int:
             verdict = _decide(args, ctx, mta, headers, crlf(body), ptr, helo)
             ctx._close()
     finally:
+        connid.current.reset(token)
         Milter.factory = saved
         store.close()
     for edit in edits:

@@ -4,6 +4,8 @@ when nothing applies.  Also :meth:`bmslib.access.AccessFile.explain`."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,14 @@ def test_explain_agrees_with_lookup(tmp_path: Path) -> None:
     for tag, subject in (("From", "a@mx.spammer.test"), ("SPF-Fail", "x@spammer.test")):
         hit = access.explain(tag, subject)
         assert access.lookup(tag, subject) == (hit.value if hit else None)
+
+
+def test_output_into_a_closed_pipe_is_no_traceback(cfg: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bms access query … | head -0``: exit 1, nothing on stderr."""
+    read, write = os.pipe()
+    os.close(read)
+    with os.fdopen(write, "w", buffering=1) as out:  # line-buffered: print() writes
+        monkeypatch.setattr(sys, "stdout", out)
+        assert bms.main(["-c", str(cfg), "access", "query", "Connect", "192.0.2.1"]) == 1
+        print("after", file=out)  # the descriptor now goes to /dev/null

@@ -46,7 +46,7 @@ def test_internal_mail_is_accepted_and_nothing_is_written(
     code, out = offline(capsys, cfg)
     lines = out.splitlines()
     assert code == 0, out
-    assert lines[0].endswith("connect from pc.example.org at (10.1.2.3, 4000) INTERNAL"), out
+    assert lines[0].endswith("[test] connect from pc.example.org at (10.1.2.3, 4000) INTERNAL"), out
     assert "connect pc.example.org [10.1.2.3]: CONTINUE" in lines
     assert "helo pc.example.org: CONTINUE" in lines  # the HELO defaults to the PTR name
     assert "rcpt to <x@example.com>: CONTINUE" in lines
