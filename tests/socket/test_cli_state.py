@@ -183,3 +183,55 @@ def test_inf_expiry_of_a_daemon_ban_shows_never(capsys: pytest.CaptureFixture[st
     store.ban_ip("192.0.2.5", math.inf, "8 demerits, last: unknown user")
     code, out = run(capsys, cfg, "ban", "list")
     assert code == 0 and out.splitlines()[1].split()[:3] == ["ip", "192.0.2.5", "never"], out
+
+
+def test_stats_counts_the_store(capsys: pytest.CaptureFixture[str], cfg: Path,
+                                store: AdminStore) -> None:
+    now = time.time()
+    store.ban_ip("192.0.2.5", now + 3600, "x")
+    store.ban_domain("*.bulk.test", now + 3600, "x")
+    store.ban_domain("spam.test", now + 3600, "x")
+    store.list_add("whitelist", "a@example.com", math.inf)
+    store.list_add("blacklist", "b@example.com", math.inf)
+    store.greylist(KEY, now, S)
+    store.greylist(("198.51.100.0/24", "x@example.com", "y@example.test"), now - 700, S)
+    store.greylist(("198.51.100.0/24", "x@example.com", "y@example.test"), now, S)  # passes
+    code, out = run(capsys, cfg, "stats", "--json")
+    figures = json.loads(out)["store"]
+    assert code == 0 and figures["store"] == store.path, out
+    assert {k: v for k, v in figures.items() if k != "store"} == {
+        "banned_ips": 1, "banned_domains": 2, "whitelist": 1, "blacklist": 1,
+        "greylist_passed": 1, "greylist_waiting": 1}
+    assert json.loads(out)["live"] is None
+
+
+def with_internal_clients(cfg: Path) -> None:
+    """``cfg`` with 10.0.0.0/8 internal (no SPF, so no DNS) and no access file."""
+    text = cfg.read_text().replace(
+        "[milter]\n", "[milter]\ninternal_connect = 10.0.0.0/8\ninternal_domains = example.org\n")
+    cfg.write_text(text + "[spf]\naccess_file =\n[dns]\nnameservers = 127.0.0.1:9\n"
+                          "timeout = 0.2\nlifetime = 0.3\n")
+
+
+def offline(capsys: pytest.CaptureFixture[str], cfg: Path, *extra: str) -> tuple[int, str]:
+    eml = cfg.parent / "m.eml"
+    eml.write_bytes(b"From: a@example.org\nTo: x@example.com\nSubject: hi\n\nHello.\n")
+    return run(capsys, cfg, "test", str(eml), "--client", "10.1.2.3", "--ptr", "pc.example.org",
+               "--from", "a@example.org", "--rcpt", "x@example.com", *extra)
+
+
+def test_bms_test_reads_the_store_and_writes_it_only_with_commit(
+        capsys: pytest.CaptureFixture[str], cfg: Path, store: AdminStore) -> None:
+    with_internal_clients(cfg)
+    store.ban_ip("10.1.2.3", math.inf, "abuse report")
+    code, out = offline(capsys, cfg)
+    assert code == 1, out
+    assert "BAN IN FORCE: ip 10.1.2.3 (abuse report)" in out, out
+    assert "data: REJECT 550 5.7.1 Banned for repeated policy violations." in out, out
+    store.unban("ip", "10.1.2.3")
+    code, out = offline(capsys, cfg)
+    assert code == 0 and out.splitlines()[-1].startswith("verdict: accept"), out
+    assert not store.listed("whitelist", "x@example.com", time.time())  # nothing written
+    code, out = offline(capsys, cfg, "--commit")
+    assert code == 0 and out.splitlines()[-1] == "verdict: accept", out
+    assert store.listed("whitelist", "x@example.com", time.time())  # as the daemon would
