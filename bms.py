@@ -23,7 +23,14 @@ from collections.abc import Sequence
 import bmslib
 import Milter
 from bmslib import cli, logtarget, metrics, privileges, sdnotify, tempclean
-from bmslib.config import DEFAULT_PATH, Config, ConfigError, load_config
+from bmslib.config import (
+    DEFAULT_PATH,
+    WORKERS_EXPECTED,
+    Config,
+    ConfigError,
+    load_config,
+    parse_workers,
+)
 from bmslib.interfaces import StateStore
 from bmslib.log import reopen_logs
 from bmslib.milter import BmsMilter
@@ -128,6 +135,13 @@ STARTUP_ONLY = (("milter", "socket"), ("milter", "name"), ("milter", "workers"),
                 ("milter", "socket_group"), ("metrics", "listen"))
 
 
+def _workers_arg(text: str) -> int:
+    try:
+        return parse_workers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected {WORKERS_EXPECTED}, got {text!r}") from exc
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The daemon's options (also what bms(8) documents, bmslib.manpage)."""
     p = argparse.ArgumentParser(prog="bms", description=(__doc__ or "").splitlines()[0],
@@ -154,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the sendmail and Postfix lines for the socket and exit")
     p.add_argument("--socket", help="override [milter] socket (libmilter syntax)")
     p.add_argument("--logdir", help="override [milter] logdir ('-' for stderr)")
-    p.add_argument("--workers", type=int, help="override [milter] workers")
+    p.add_argument("--workers", type=_workers_arg,
+                   help="override [milter] workers (a number, or auto: one per core)")
     return p
 
 

@@ -441,7 +441,8 @@ class MilterServer:
         try:
             # Blocking socket, timeouts enforced by the kernel: Python's own
             # timeout mode would poll() before every recv and send.
-            conn.settimeout(None)
+            if conn.gettimeout() is not None:  # an ioctl only when needed
+                conn.settimeout(None)
             timeval = _TIMEVAL.pack(int(self.timeout), int(self.timeout % 1 * 1e6))
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)

@@ -16,6 +16,7 @@ reply.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -30,13 +31,13 @@ EomOnly = shapes.eom_only()
 
 
 def framework() -> str:
-    """``pymilter X`` or ``bms Milter``, from what ``import Milter`` found."""
-    try:
-        import milter  # type: ignore[import-not-found]  # pymilter's C module
-
-        return f"pymilter {getattr(Milter, '__version__', '?')} (libmilter, {milter.__file__})"
-    except ImportError:
+    """``pymilter X`` or ``bms Milter``, from what ``import Milter`` found (our
+    package has ``Milter.server``; pymilter's has the C module ``milter``)."""
+    if importlib.util.find_spec("Milter.server") is not None:
         return f"bms Milter ({Milter.__file__})"
+    import milter  # type: ignore[import-not-found, unused-ignore]  # pymilter's C module
+
+    return f"pymilter {getattr(Milter, '__version__', '?')} (libmilter, {milter.__file__})"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import configparser
 import difflib
 import ipaddress
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -385,6 +386,28 @@ class Section:
     unimplemented: str = ""  # every option warns with this reason
 
 
+def cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+_WORKERS = _int_type(1, 256)
+WORKERS_EXPECTED = f"{_WORKERS.expected}, or auto (one per core)"
+
+
+def parse_workers(text: str) -> int:
+    """An integer 1-256, or ``auto``: one worker per core."""
+    if text.strip().lower() == "auto":
+        return cores()
+    try:
+        return int(_WORKERS.parse(text))
+    except _Bad:
+        raise _Bad(WORKERS_EXPECTED) from None
+
+
 def _opt(name: str, vtype: ValueType, default: Any, doc: str, **kw: Any) -> Option:
     return Option(name, vtype, default, doc, **kw)
 
@@ -440,7 +463,8 @@ _MILTER_OPTIONS: tuple[Option, ...] = (
          "seconds to wait for the MTA before dropping its connection"),
     _opt("umask", OCTAL, None, "process umask, e.g. 007 (unset: leave it as inherited)",
          optional=True),
-    _opt("workers", _int_type(1, 256), 1, "worker processes sharing the socket"),
+    _opt("workers", ValueType("int", WORKERS_EXPECTED, parse_workers), 1,
+         "worker processes sharing the socket; auto: one per core"),
     _opt("user", STR, None, "run as this user when started as root (e.g. mail)",
          optional=True),
     _opt("group", STR, None,

@@ -239,7 +239,7 @@ ERRORS = [
     ("[bogus]\n", "[bogus]", "unknown section (expected one of [milter]"),
     ("[milter]\ndry_run = maybe\n", "[milter] dry_run",
      "expected a boolean (yes/no, true/false, on/off, 1/0), got 'maybe'"),
-    ("[milter]\nworkers = 0\n", "[milter] workers", "expected an integer from 1 to 256, got '0'"),
+    ("[milter]\nworkers = 0\n", "[milter] workers", "expected an integer from 1 to 256, or auto (one per core), got '0'"),
     ("[milter]\ntimeout = -1\n", "[milter] timeout", "expected a number greater than 0"),
     ("[milter]\ncbv_timeout = nan\n", "[milter] cbv_timeout", "expected a number"),
     ("[milter]\numask = 0999\n", "[milter] umask", "expected an octal file mode"),
