@@ -556,6 +556,10 @@ SCHEMA: Mapping[str, Section] = {s.name: s for s in (
                      optional=True),
                 _opt("selector", STR, "default", "selector (s=)"),
             )}),
+    Section("dmarc", "DMARC for outside mail (policy from the DMARC-* access keys)",
+            {o.name: o for o in (
+                _opt("enabled", BOOL, True, "evaluate DMARC after SPF and DKIM"),
+            )}),
     Section("dns", "the resolver used for SPF, PTR, MX", {o.name: o for o in (
         _opt("nameservers", NAMESERVERS, (),
              "IP, IP:PORT or [IPv6]:PORT; empty: those of /etc/resolv.conf"),

@@ -36,6 +36,7 @@ from .policy.checks import CheckSettings
 from .policy.connection import ConnectionSettings, IpList
 from .policy.content import content_settings
 from .policy.decision import AccessValue
+from .policy.dmarc import DmarcCheck
 from .policy.dsn import TemplateError, load_templates
 from .policy.greylist import StoreUnavailable
 from .policy.message import MessageSettings, Saver
@@ -382,7 +383,8 @@ def build_runtime(config: Config, *, store: StateStore | None = None,
     spf = SpfPolicy(spf_settings(config), resolver, access)
     services = Services(access=access, store=store, clock=clock, resolver=resolver,
                         spf=spf, cbv=cbv, is_dynamic=dynip.is_dynamic,
-                        archive=archive_from(config), save=tempdir_saver(config), srs=srs)
+                        archive=archive_from(config), save=tempdir_saver(config), srs=srs,
+                        dmarc=DmarcCheck(resolver) if config.get("dmarc", "enabled") else None)
     return Runtime(config, settings, services, store, ids, access)
 
 

@@ -26,12 +26,13 @@ from .. import metrics
 from ..interfaces import Access, Archive, Clock, Resolver, StateStore
 from ..log import escape
 from ..spool import MessageSpool
-from . import checks, dkimstep, dsnreply
+from . import checks, dkimstep, dmarcstep, dsnreply
 from .address import Address, parse_address
 from .checks import CheckSettings
 from .connection import Connection, ConnectionSettings, classify
 from .decision import CONTINUE, Action, Decision
-from .dkim import DkimSettings, authres_items
+from .dkim import DkimResult, DkimSettings, authres_items
+from .dmarc import DmarcOutcome
 from .edits import EomResult, HeaderEdit, apply_edits
 from .greylist import GreylistSettings, StoreUnavailable, decide, decide_unavailable, greylist_key
 from .headertext import header_safe, pvalue
@@ -73,6 +74,11 @@ class SpfStep(Protocol):
     def __call__(self, conn: Connection, helo: str, sender: Address) -> SpfResult: ...
 
 
+class DmarcStep(Protocol):
+    def __call__(self, from_domains: Sequence[str], spf_result: str, spf_domain: str,
+                 dkim_results: Sequence[DkimResult]) -> DmarcOutcome: ...
+
+
 class CbvStep(Protocol):
     def __call__(self, request: CbvRequest, variables: Mapping[str, str]) -> Decision: ...
 
@@ -107,6 +113,7 @@ class Services:
     archive: Archive | None = None  # [wiretap] archive
     save: Saver | None = None  # saves the original of a defanged message, returns the path
     srs: Srs | None = None  # [srs] with a secret
+    dmarc: DmarcStep | None = None  # [dmarc] enabled
 
 
 # Demerits per offence (the original's weights).
@@ -149,6 +156,8 @@ class SmtpSession:
         self.srs_reversed: list[tuple[str, str]] = []  # (recipient as given, original)
         self.valid_bounce = False  # a bounce to a valid SRS address
         self.dkim: dkimstep.DkimOutcome | None = None
+        self.from_domains: list[str] = []  # domains of the From: field(s), for DMARC
+        self.dmarc: DmarcOutcome | None = None
         self._close_spool()
 
     def _close_spool(self) -> None:
@@ -397,9 +406,11 @@ class SmtpSession:
             self.subject = value
         elif key in ("from", "sender"):
             self.has_sender_header = self.has_sender_header or key == "sender"
-            self.author_domains.extend(
-                addr.rpartition("@")[2].lower().rstrip(">").strip()
-                for _, addr in getaddresses([value]) if "@" in addr)
+            domains = [addr.rpartition("@")[2].lower().rstrip(">").strip()
+                       for _, addr in getaddresses([value]) if "@" in addr]
+            self.author_domains.extend(domains)
+            if key == "from":
+                self.from_domains.extend(domains or [""])
         elif key in ("received-spf", "authentication-results") and self._claims_us(key, value):
             self.forged.append((name, n))
         return CONTINUE
@@ -469,6 +480,9 @@ class SmtpSession:
         d = self._dkim_verify(spool)
         if d.final:
             return EomResult(d)
+        d, quarantine = self._dmarc()
+        if d.final:
+            return EomResult(d)
         content = finish(self.settings.message, self._envelope(), spool, self.services.save)
         if content.decision.final:
             answer = self._answer(content.decision)
@@ -492,7 +506,7 @@ class SmtpSession:
         if sig is not None:
             edits.append(HeaderEdit("insert", "DKIM-Signature", sig, index=0))
         result = EomResult(CONTINUE, tuple(edits), content.body, add_rcpts, del_rcpts,
-                           new_sender)
+                           new_sender, quarantine)
         d = self._archive(result)
         if d.final:
             answer = self._answer(d)
@@ -540,6 +554,31 @@ class SmtpSession:
         self.dkim = outcome
         self.whitelist = self.whitelist or outcome.whitelist
         return self._answer(outcome.decision) if outcome.decision.final else CONTINUE
+
+    def _dmarc(self) -> tuple[Decision, str]:
+        """DMARC for outside mail, after SPF and DKIM: the answer when the
+        policy refuses it, and the quarantine reason ("" for none)."""
+        check, sender = self.services.dmarc, self.sender
+        if check is None or sender is None or not self._external(self._conn()):
+            return CONTINUE, ""
+        spf = self.spf
+        spf_domain = sender.domain if sender.qualified else (self.helo_name or "")
+        dkim = self.dkim.results if self.dkim is not None else ()
+        outcome = check(self.from_domains, spf.result if spf is not None else "none",
+                        spf_domain, dkim)
+        self.dmarc = outcome
+        v = dmarcstep.verdict(outcome, self.services.access, self.whitelist)
+        if v.decision.final:
+            if v.decision.action is Action.REJECT:
+                self._offense("policy", v.decision.tag)
+            return self._answer(v.decision), ""
+        if v.quarantine and self.settings.dry_run:
+            log.info("DRYRUN QUARANTINE: %s", escape(v.quarantine))
+            return CONTINUE, ""
+        if v.quarantine:
+            log.info("QUARANTINE: %s", escape(v.quarantine))
+            metrics.decision("quarantine", v.tag)
+        return CONTINUE, v.quarantine
 
     def _dkim_sign(self, spool: MessageSpool, edits: Sequence[HeaderEdit],
                    body: IO[bytes] | None) -> str | None:
@@ -656,6 +695,8 @@ class SmtpSession:
             items.extend(spf.authres)
         if self.dkim is not None and self.dkim.results:
             items.extend(authres_items(self.dkim.results))
+        if self.dmarc is not None:
+            items.append(self.dmarc.authres())
         if not items:
             return ""
         return conn.receiver + ";\n\t" + ";\n\t".join(items)
