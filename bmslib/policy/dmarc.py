@@ -25,6 +25,7 @@ unusable From: fields give ``permerror``; both leave the mail alone.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -33,10 +34,12 @@ from publicsuffixlist import PublicSuffixList
 from ..interfaces import DnsTempError, Resolver
 from .dkim import DkimResult
 from .dmarcrecord import DmarcRecord, select_record
+from .headertext import pvalue
 
 WEAKER = {"reject": "quarantine", "quarantine": "none", "none": "none"}
 
 _PSL: PublicSuffixList | None = None
+_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)\Z")
 
 
 def org_domain(domain: str) -> str:
@@ -48,6 +51,21 @@ def org_domain(domain: str) -> str:
     d = domain.lower().rstrip(".")
     found = _PSL.privatesuffix(d)
     return str(found) if found else d
+
+
+def domain_name(text: str) -> str | None:
+    """``text`` as a lowercase ASCII domain name (IDNs as A-labels), or None
+    when it cannot be one (then nothing is looked up)."""
+    d = text.strip().lower().rstrip(".")
+    if not d.isascii():
+        try:
+            d = d.encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
+    labels = d.split(".")
+    if len(d) > 253 or len(labels) < 2 or not all(_LABEL.match(x) for x in labels):
+        return None
+    return d
 
 
 def aligned(identifier: str, author: str, mode: str) -> bool:
@@ -80,7 +98,7 @@ class DmarcOutcome:
         comment = f" (p={self.policy} dis={self.disposition.upper()})" if self.policy else ""
         if self.reason and self.result in ("permerror", "temperror"):
             comment = f" ({self.reason})"
-        from_ = f" header.from={self.domain}" if self.domain else ""
+        from_ = f" header.from={pvalue(self.domain)}" if self.domain else ""
         return f"dmarc={self.result}{comment}{from_}"
 
 
@@ -95,10 +113,13 @@ class DmarcCheck:
     def __call__(self, from_domains: Sequence[str], spf_result: str, spf_domain: str,
                  dkim_results: Sequence[DkimResult]) -> DmarcOutcome:
         domains = {d.lower().rstrip(".") for d in from_domains}
-        if len(domains) != 1 or not next(iter(domains)):
-            why = "no From: domain" if not domains else "several From: domains"
-            return DmarcOutcome("permerror", reason=why)
-        domain = domains.pop()
+        if not domains - {""}:
+            return DmarcOutcome("permerror", reason="no From: domain")
+        if len(domains) > 1:
+            return DmarcOutcome("permerror", reason="several From: domains")
+        domain = domain_name(domains.pop())
+        if domain is None:
+            return DmarcOutcome("permerror", reason="invalid From: domain")
         try:
             found = self._record(domain)
         except DnsTempError:

@@ -9,6 +9,8 @@ import socket
 
 import pytest
 from fakes import FakeAccess, FakeClock, FakeStore
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bmslib.interfaces import DnsTempError
 from bmslib.policy.connection import ConnectionSettings, IpList
@@ -19,6 +21,8 @@ from bmslib.policy.dmarcrecord import parse_record, select_record
 from bmslib.policy.dmarcstep import verdict
 from bmslib.policy.edits import EomResult
 from bmslib.policy.pipeline import PolicySettings, Services, SmtpSession, SpfResult
+
+from .helpers import PROPERTY
 
 
 class Dns:
@@ -227,3 +231,14 @@ def test_pipeline_dry_run_logs_and_delivers(caplog: pytest.LogCaptureFixture) ->
 def test_pipeline_pass_through_aligned_spf() -> None:
     result = run("other.example", spf="pass")
     assert not result.decision.final
+
+
+@PROPERTY
+@given(st.lists(st.binary(max_size=300) | st.text(max_size=300).map(
+    lambda t: ("v=DMARC1; " + t).encode("utf-8", "surrogateescape")), max_size=4))
+def test_any_txt_answer_gives_a_record_none_or_a_reason(texts: list[bytes]) -> None:
+    record, problem = select_record(texts)
+    assert record is None or (record.p in ("none", "quarantine", "reject")
+                              and 0 <= record.pct <= 100 and not problem)
+    if record is not None:
+        assert "\n" not in record.published() and "\r" not in record.published()

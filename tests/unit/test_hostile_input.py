@@ -25,6 +25,7 @@ from bmslib.policy.checks import CheckSettings
 from bmslib.policy.connection import ConnectionSettings, IpList, classify
 from bmslib.policy.decision import AccessKind, AccessValue, Action, Decision
 from bmslib.policy.dkim import DkimSettings
+from bmslib.policy.dmarc import DmarcCheck
 from bmslib.policy.greylist import GreylistSettings
 from bmslib.policy.pipeline import PolicySettings, Services, SmtpSession
 from bmslib.policy.reputation import ReputationSettings
@@ -523,3 +524,48 @@ def test_hostile_input_with_greylist_srs_and_dkim(caplog: pytest.LogCaptureFixtu
     for _ in range(2):  # the retry passes greylisting (time 0) and reaches end of message
         run(caplog, s, hostname=hostname, family=family, hostaddr=hostaddr,
             helo="helo.example", sender=sender, rcpts=SRS_RCPTS, headers=DKIM_HEADERS)
+
+
+# --- DMARC: hostile From: fields and DMARC records ------------------------------------
+
+HOSTILE_DMARC_RECORDS: dict[str, list[object]] = {
+    "_dmarc.pass.example": ["v=DMARC1; p=reject; pct=" + "9" * 500 + "; sp=\x00\r\n"],
+    "_dmarc.fail.example": [b"v=DMARC1; p=quarantine; rua=mailto:\xff@\xfe; adkim=\x1b"],
+    "_dmarc.softfail.example": ["v=DMARC1;;;=;p;p=;p==reject;" + "x=y;" * 2000],
+    "_dmarc.neutral.example": ["v=DMARC1; p=reject", "V=dmarc1 ; p=none"],
+    "_dmarc.none.example": ["v=DMARC1\u2028; p=reject"],
+    "_dmarc.temperror.example": ["v=DMARC1; p=reject; np=reject; t=y; pct=-1"],
+}
+DMARC_FROMS = [
+    "a@pass.example", "a@fail.example", "a@softfail.example", "a@neutral.example",
+    "a@none.example", "a@temperror.example", "a@x.pass.example", f"a@{CONTROL_HELO}",
+    f"a@{EIGHT_BIT_HELO}", f"a@{LONG_HELO}.example", "a@b\u00fccher.example", "",
+    "a@pass.example, b@fail.example", "<>", "undisclosed-recipients:;",
+    '"\r\nX: y" <a@pass.example>', "a@[192.0.2.1]", "a@.example", "a@-x-.example",
+]
+
+
+@pytest.mark.parametrize("from_", DMARC_FROMS, ids=[repr(x[:30]) for x in DMARC_FROMS])
+@pytest.mark.parametrize("access", ["default", "ERROR"])
+def test_hostile_from_and_dmarc_records(caplog: pytest.LogCaptureFixture, from_: str,
+                                        access: str) -> None:
+    """DMARC over hostile From: fields and records: defined verdicts, a safe
+    dmarc= item in Authentication-Results, clean log lines."""
+    resolver = zone()
+    for name, texts in HOSTILE_DMARC_RECORDS.items():
+        resolver.records[(name, "TXT")] = texts
+    table = {} if access == "default" else {
+        (tag, d): AccessValue(AccessKind.ERROR, "550", "5.7.1", "no thanks")
+        for tag in ("DMARC-Reject", "DMARC-Quarantine", "DMARC-None")
+        for d in ("pass.example", "fail.example", "softfail.example")}
+    fake_access = FakeAccess(table)
+    s = SmtpSession(SETTINGS, Services(
+        fake_access, FakeStore(), FakeClock(), resolver=resolver,
+        spf=SpfPolicy(SpfSettings(best_guess=True), resolver, fake_access),
+        dmarc=DmarcCheck(resolver, lambda: 0.5)))
+    hostname, family, hostaddr = CONNECTS["ipv4"]
+    out = run(caplog, s, hostname=hostname, family=family, hostaddr=hostaddr,
+              helo="helo.example", sender="<u@pass.example>", rcpts=("<bob@example.com>",),
+              headers=(("From", from_), ("Subject", "dmarc")))
+    assert any(m.startswith("DMARC: ") for m in caplog.messages) or any(
+        isinstance(d, Decision) and d.final for d in out[:-1]), caplog.messages
