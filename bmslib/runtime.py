@@ -49,6 +49,7 @@ from .runtime_features import RuntimeBuildError as RuntimeBuildError
 from .runtime_features import (
     datadir_path,
     dkim_settings,
+    dnsbl_from,
     greylist_settings,
     srs_from,
 )
@@ -384,7 +385,8 @@ def build_runtime(config: Config, *, store: StateStore | None = None,
     services = Services(access=access, store=store, clock=clock, resolver=resolver,
                         spf=spf, cbv=cbv, is_dynamic=dynip.is_dynamic,
                         archive=archive_from(config), save=tempdir_saver(config), srs=srs,
-                        dmarc=DmarcCheck(resolver) if config.get("dmarc", "enabled") else None)
+                        dmarc=DmarcCheck(resolver) if config.get("dmarc", "enabled") else None,
+                        dnsbl=dnsbl_from(config, resolver))
     return Runtime(config, settings, services, store, ids, access)
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 
 from .config import Config
 from .policy.dkim import DkimError, DkimSettings, sign
+from .policy.dnsbl import BlocklistResolver, Blocklists, DnsblSettings, Zone, parse_zones
 from .policy.greylist import GreylistSettings
 from .policy.srs import Srs, SrsSettings, validate
 
@@ -103,3 +104,16 @@ def dkim_settings(config: Config) -> DkimSettings:
     except DkimError as exc:
         raise RuntimeBuildError(f"[dkim] privkey: {path}: {exc}") from None
     return settings
+
+
+def dnsbl_from(config: Config, resolver: BlocklistResolver) -> Blocklists | None:
+    """``[dnsbl]``: the blocklists, or None when no zone is configured."""
+    zones: dict[str, tuple[Zone, ...]] = {}
+    for option in ("zones", "rhsbl_zones"):
+        try:
+            zones[option] = parse_zones(str(config.get("dnsbl", option) or ""))
+        except ValueError as exc:
+            raise RuntimeBuildError(f"[dnsbl] {option}: {exc}") from None
+    if not zones["zones"] and not zones["rhsbl_zones"]:
+        return None
+    return Blocklists(DnsblSettings(zones["zones"], zones["rhsbl_zones"]), resolver)

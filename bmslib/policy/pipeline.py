@@ -26,7 +26,7 @@ from .. import metrics
 from ..interfaces import Access, Archive, Clock, Resolver, StateStore
 from ..log import escape
 from ..spool import MessageSpool
-from . import checks, dkimstep, dmarcstep, dsnreply
+from . import checks, dkimstep, dmarcstep, dnsbl, dsnreply
 from .address import Address, parse_address
 from .checks import CheckSettings
 from .connection import Connection, ConnectionSettings, classify
@@ -114,6 +114,7 @@ class Services:
     save: Saver | None = None  # saves the original of a defanged message, returns the path
     srs: Srs | None = None  # [srs] with a secret
     dmarc: DmarcStep | None = None  # [dmarc] enabled
+    dnsbl: dnsbl.Blocklists | None = None  # [dnsbl] zones / rhsbl_zones
 
 
 # Demerits per offence (the original's weights).
@@ -158,6 +159,7 @@ class SmtpSession:
         self.dkim: dkimstep.DkimOutcome | None = None
         self.from_domains: list[str] = []  # domains of the From: field(s), for DMARC
         self.dmarc: DmarcOutcome | None = None
+        self.quarantine = ""  # why the message goes to quarantine (DNSBL, DMARC)
         self._close_spool()
 
     def _close_spool(self) -> None:
@@ -280,8 +282,33 @@ class SmtpSession:
             if d.final:
                 return d
         if not internal and sender.qualified:
-            return self._lists(conn, sender)
+            d = self._lists(conn, sender)
+            if d.final:
+                return d
+        if not internal:
+            return self._blocklists(conn, sender)
         return CONTINUE
+
+    def _blocklists(self, conn: Connection, sender: Address) -> Decision:
+        """The client IP, HELO name and MAIL FROM domain against the DNS
+        blocklists (a delayed reject); not for trusted or whitelisted clients."""
+        lists = self.services.dnsbl
+        if (lists is None or conn.trusted or conn.local or self.whitelist
+                or self._pending() is not None):
+            return CONTINUE
+        listing = conn.ip and lists.check_ip(conn.ip)
+        listing = listing or lists.check_domain(self.helo_name or "", "HELO")
+        if not listing and sender.qualified:
+            listing = lists.check_domain(sender.domain, "MAIL FROM")
+        return self._listed(listing) if listing else CONTINUE
+
+    def _listed(self, listing: dnsbl.Listing, delayable: bool = True) -> Decision:
+        d, quarantine = dnsbl.verdict(listing, self.services.access)
+        if quarantine:
+            self.quarantine = self.quarantine or quarantine
+        if d.action is Action.REJECT:
+            self._offense("policy", d.tag)
+        return self._apply(d, delayable=delayable)
 
     def _query(self, op: Callable[[float], T], default: T) -> T:
         """A read of the state store; when the store is down (the store logs
@@ -422,6 +449,14 @@ class SmtpSession:
                         whitelisted=self.whitelist, dry_run=self.settings.dry_run)
 
     def eoh(self) -> Decision:
+        lists, conn = self.services.dnsbl, self._conn()
+        if (lists is not None and self._external(conn) and not self.whitelist
+                and len(set(self.from_domains)) == 1 and self._pending() is None):
+            listing = lists.check_domain(self.from_domains[0], "From:")
+            if listing is not None:
+                d = self._listed(listing, delayable=False)  # after DATA: answer now
+                if d.final:
+                    return d
         d = check_headers(self.settings.message, self._envelope(), self._spool().headers)
         if d.final:
             self._offense("content", d.tag)
@@ -483,6 +518,12 @@ class SmtpSession:
         d, quarantine = self._dmarc()
         if d.final:
             return EomResult(d)
+        quarantine = self.quarantine or quarantine
+        if self.quarantine and self.settings.dry_run:
+            log.info("DRYRUN QUARANTINE: %s", escape(self.quarantine))
+            quarantine = ""
+        elif self.quarantine:
+            log.info("QUARANTINE: %s", escape(self.quarantine))
         content = finish(self.settings.message, self._envelope(), spool, self.services.save)
         if content.decision.final:
             answer = self._answer(content.decision)
