@@ -13,8 +13,6 @@ the hold queue; sendmail: the ``q`` record of its
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -28,8 +26,7 @@ from testbed.bmsd import BmsDaemon
 from testbed.mail import make_message, new_message_id
 from testbed.milter import free_port
 from testbed.nsd import CLIENT_IP, CLIENT_PTR, Nsd, default_zones
-from testbed.sendmail import QueueFile, Sendmail
-from testbed.waiting import wait_for
+from testbed.quarantine import assert_quarantined
 
 pytestmark = pytest.mark.e2e
 
@@ -125,16 +122,6 @@ def flat(value: str | None) -> str:
     return re.sub(r"\s+", " ", value or "").strip()
 
 
-def postfix_held(pf: Postfix) -> list[str]:
-    return [q for q in pf.queued() if q.startswith("hold/")]
-
-
-def release_hold(pf: Postfix) -> None:
-    postsuper = shutil.which("postsuper") or "/usr/sbin/postsuper"
-    subprocess.run([postsuper, "-c", str(pf.etc), "-d", "ALL", "hold"], check=True,
-                   capture_output=True)
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_dmarc_policy_outcome(name: str, mta: Mta, bms: BmsDaemon, key: tuple[bytes, bytes],
                               request: pytest.FixtureRequest) -> None:
@@ -156,18 +143,7 @@ def test_dmarc_policy_outcome(name: str, mta: Mta, bms: BmsDaemon, key: tuple[by
         assert case.text in t.data.text, (name, str(t.data))
     elif case.quarantine:
         assert t.data.code == 250, (name, str(t.data))
-        if mta.name == "postfix":
-            pf: Postfix = request.getfixturevalue("postfix")
-            held = wait_for(lambda: postfix_held(pf), 20, "a message in the hold queue")
-            assert len(held) == 1, held
-            release_hold(pf)
-        else:
-            sm: Sendmail = request.getfixturevalue("sendmail")
-            # sendmail keeps a quarantined message as hf<id> (not qf<id>).
-            assert not (sm.queue / f"qf{t.queue_id}").exists()
-            qf = QueueFile.read(sm.queue / f"hf{t.queue_id}")
-            reasons = [line[1:] for line in qf.lines if line.startswith("q")]
-            assert reasons and reasons[0].startswith("DMARC fail"), qf.lines
+        assert_quarantined(mta, request, t, "DMARC fail")
     else:
         assert t.data.code == 250, (name, str(t.data))
         m = mta.stored(t, mid)

@@ -26,6 +26,7 @@ from bmslib.policy.connection import ConnectionSettings, IpList, classify
 from bmslib.policy.decision import AccessKind, AccessValue, Action, Decision
 from bmslib.policy.dkim import DkimSettings
 from bmslib.policy.dmarc import DmarcCheck
+from bmslib.policy.dnsbl import Blocklists, DnsblSettings, parse_zones
 from bmslib.policy.greylist import GreylistSettings
 from bmslib.policy.pipeline import PolicySettings, Services, SmtpSession
 from bmslib.policy.reputation import ReputationSettings
@@ -569,3 +570,44 @@ def test_hostile_from_and_dmarc_records(caplog: pytest.LogCaptureFixture, from_:
               headers=(("From", from_), ("Subject", "dmarc")))
     assert any(m.startswith("DMARC: ") for m in caplog.messages) or any(
         isinstance(d, Decision) and d.final for d in out[:-1]), caplog.messages
+
+
+# --- DNS blocklists: hostile answers ---------------------------------------------------
+
+class HostileBlocklistDns:
+    """Every name is listed, with junk answers and TXT records."""
+
+    def __init__(self, answers: list[str], texts: list[bytes]) -> None:
+        self.answers, self.texts = answers, texts
+
+    def a(self, name: str) -> list[str]:
+        return self.answers
+
+    def txt(self, name: str) -> list[bytes]:
+        return self.texts
+
+
+BLOCKLIST_ANSWERS = [
+    (["127.0.0.2"], [b"\r\n550 5.7.1 injected\x00", b"\xff\xfe" * 400]),
+    (["127.0.0.2"], [("%s %n \u2028 " * 300).encode()]),
+    (["127.255.255.254", "127.255.255.255"], []),
+    (["0.0.0.0", "255.255.255.255", "10.0.0.1"], [b"x"]),
+    ([f"127.0.0.{i}" for i in range(1, 255)], [b"many"] * 50),
+]
+
+
+@pytest.mark.parametrize(("answers", "texts"), BLOCKLIST_ANSWERS)
+@pytest.mark.parametrize("client", ["ipv4", "ipv6", "8-bit PTR"])
+@pytest.mark.parametrize("value", [None, AccessValue(AccessKind.QUARANTINE)])
+def test_hostile_blocklist_answers(caplog: pytest.LogCaptureFixture, answers: list[str],
+                                   texts: list[bytes], client: str,
+                                   value: AccessValue | None) -> None:
+    lists = Blocklists(DnsblSettings(parse_zones("bl.example"), parse_zones("rhs.example")),
+                       HostileBlocklistDns(answers, texts))
+    access = FakeAccess({} if value is None else {("DNSBL", "bl.example"): value,
+                                                  ("RHSBL", "rhs.example"): value})
+    s = SmtpSession(SETTINGS, Services(access, FakeStore(), FakeClock(), dnsbl=lists))
+    hostname, family, hostaddr = CONNECTS[client]
+    run(caplog, s, hostname=hostname, family=family, hostaddr=hostaddr, helo=CONTROL_HELO,
+        sender="<u@x.example>", rcpts=("<bob@example.com>",),
+        headers=(("From", f"a@{EIGHT_BIT_HELO}"), ("Subject", "x")))
