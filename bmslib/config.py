@@ -564,7 +564,7 @@ SCHEMA: Mapping[str, Section] = {s.name: s for s in (
             {o.name: o for o in (
                 _opt("zones", STR, "", "IP lists for the client: zone or "
                      "zone=127.0.0.2,127.0.0.4 (only those answers list), blank-separated"),
-                _opt("rhsbl_zones", STR, "", "domain lists for the HELO name, the MAIL FROM "
+                _opt("rhsbl", STR, "", "domain lists for the HELO name, the MAIL FROM "
                      "domain and the From: domain (same form)"),
             )}),
     Section("dns", "the resolver used for SPF, PTR, MX", {o.name: o for o in (

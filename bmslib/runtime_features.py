@@ -109,11 +109,11 @@ def dkim_settings(config: Config) -> DkimSettings:
 def dnsbl_from(config: Config, resolver: BlocklistResolver) -> Blocklists | None:
     """``[dnsbl]``: the blocklists, or None when no zone is configured."""
     zones: dict[str, tuple[Zone, ...]] = {}
-    for option in ("zones", "rhsbl_zones"):
+    for option in ("zones", "rhsbl"):
         try:
             zones[option] = parse_zones(str(config.get("dnsbl", option) or ""))
         except ValueError as exc:
             raise RuntimeBuildError(f"[dnsbl] {option}: {exc}") from None
-    if not zones["zones"] and not zones["rhsbl_zones"]:
+    if not zones["zones"] and not zones["rhsbl"]:
         return None
-    return Blocklists(DnsblSettings(zones["zones"], zones["rhsbl_zones"]), resolver)
+    return Blocklists(DnsblSettings(zones["zones"], zones["rhsbl"]), resolver)

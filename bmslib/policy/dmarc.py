@@ -95,7 +95,9 @@ class DmarcOutcome:
 
     def authres(self) -> str:
         """The ``dmarc=`` item of Authentication-Results."""
-        comment = f" (p={self.policy} dis={self.disposition.upper()})" if self.policy else ""
+        r = self.record
+        comment = (f" (p={r.p} sp={r.sp} pct={r.pct} dis={self.disposition.upper()})"
+                   if r is not None else "")
         if self.reason and self.result in ("permerror", "temperror"):
             comment = f" ({self.reason})"
         from_ = f" header.from={pvalue(self.domain)}" if self.domain else ""

@@ -1,6 +1,6 @@
 """DNS blocklists (RFC 5782): the client IP against IP lists (``[dnsbl]
 zones``), and the HELO name, the MAIL FROM domain and the From: domain
-against domain lists (``[dnsbl] rhsbl_zones``).
+against domain lists (``[dnsbl] rhsbl``).
 
 A zone is written ``zone`` (any answer in 127.0.0.0/8 lists) or
 ``zone=127.0.0.2,127.0.0.4`` (only those answers list).  Answers in

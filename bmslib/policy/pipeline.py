@@ -114,7 +114,7 @@ class Services:
     save: Saver | None = None  # saves the original of a defanged message, returns the path
     srs: Srs | None = None  # [srs] with a secret
     dmarc: DmarcStep | None = None  # [dmarc] enabled
-    dnsbl: dnsbl.Blocklists | None = None  # [dnsbl] zones / rhsbl_zones
+    dnsbl: dnsbl.Blocklists | None = None  # [dnsbl] zones / rhsbl
 
 
 # Demerits per offence (the original's weights).

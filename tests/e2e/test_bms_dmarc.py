@@ -69,16 +69,18 @@ class Case:
 
 
 CASES = {
-    "spf-aligned-pass": Case("pass.test", "pass", text="(p=reject dis=NONE)"),
+    "spf-aligned-pass": Case("pass.test", "pass",
+                             text="(p=reject sp=reject pct=100 dis=NONE)"),
     "dkim-aligned-pass": Case("dreject.test", "pass", signed=True),
     "reject": Case("dreject.test", "fail", 550, "fails the DMARC policy of dreject.test"),
     "quarantine": Case("dquar.test", "fail", quarantine=True),
-    "none": Case("dnone.test", "fail", text="(p=none dis=NONE)"),
+    "none": Case("dnone.test", "fail", text="(p=none sp=none pct=100 dis=NONE)"),
     "sp-reject-for-a-subdomain": Case("www.dsub.test", "fail", 550, "5.7.1"),
     "np-quarantine-for-a-missing-subdomain": Case("ghost.dsub.test", "fail", quarantine=True),
     "pct-0-is-quarantine": Case("dpct.test", "fail", quarantine=True,
-                                text="(p=reject dis=QUARANTINE)"),
-    "access-OK-overrides-reject": Case("dok.test", "fail", text="(p=reject dis=REJECT)"),
+                                text="(p=reject sp=reject pct=0 dis=QUARANTINE)"),
+    "access-OK-overrides-reject": Case("dok.test", "fail",
+                                       text="(p=reject sp=reject pct=100 dis=REJECT)"),
     "access-ERROR": Case("derr.test", "fail", 550, "Mail from derr.test must pass DMARC"),
     "access-REJECT-for-none": Case("dnone2.test", "fail", 550, "5.7.1"),
     "no-record": Case("none.test", "none"),

@@ -52,7 +52,8 @@ def test_dry_run_delivers_and_logs_what_dmarc_would_do(author: str, verb: str, m
     t = client.transaction("a@pass.test", [RCPT], data)
     assert t.data is not None and t.data.code == 250, t
     ar = re.sub(r"\s+", " ", mta.stored(t, mid).get("Authentication-Results") or "")
-    assert f"dmarc=fail (p={verb.lower()} dis={verb}) header.from={author}" in ar, ar
+    v = verb.lower()
+    assert f"dmarc=fail (p={v} sp={v} pct=100 dis={verb}) header.from={author}" in ar, ar
     logged = [m for m in bms.messages()
               if m.startswith(f"DRYRUN {verb}: DMARC fail") and f"header.from={author}" in m]
     assert logged, bms.messages()[-6:]

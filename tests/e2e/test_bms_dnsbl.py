@@ -100,7 +100,7 @@ def bms(nsd: Nsd) -> Iterator[BmsDaemon]:
         sections = {
             "milter": {"internal_connect": "10.11.12.0/24", "internal_domains": "example.test"},
             "dns": {"nameservers": server.nameserver, "timeout": "1", "lifetime": "2"},
-            "dnsbl": {"zones": ZONES, "rhsbl_zones": "rhs.test"},
+            "dnsbl": {"zones": ZONES, "rhsbl": "rhs.test"},
         }
         with BmsDaemon(sections, ACCESS) as daemon:
             yield daemon

@@ -215,7 +215,8 @@ def test_pipeline_quarantine_and_authentication_results() -> None:
     assert result.quarantine.startswith("DMARC fail policy=quarantine")
     [ar] = [e.value for e in result.edits
             if e.name == "Authentication-Results"]
-    assert "dmarc=fail (p=quarantine dis=QUARANTINE) header.from=quar.example" in ar
+    assert ("dmarc=fail (p=quarantine sp=quarantine pct=100 dis=QUARANTINE) "
+            "header.from=quar.example") in ar
 
 
 def test_pipeline_dry_run_logs_and_delivers(caplog: pytest.LogCaptureFixture) -> None:
