@@ -559,6 +559,17 @@ SCHEMA: Mapping[str, Section] = {s.name: s for s in (
     Section("dmarc", "DMARC for outside mail (policy from the DMARC-* access keys)",
             {o.name: o for o in (
                 _opt("enabled", BOOL, True, "evaluate DMARC after SPF and DKIM"),
+                _opt("trusted_arc_sealers", WORDS, (),
+                     "ARC sealers (d= of the newest ARC-Seal) whose valid chain lets a "
+                     "DMARC failure of forwarded mail through"),
+            )}),
+    Section("arc", "ARC: chains of outside mail are always verified; with privkey and "
+            "domain, mail with our Authentication-Results is sealed", {o.name: o for o in (
+                _opt("privkey", PATH, None, "PEM private key; with domain turns sealing on",
+                     optional=True),
+                _opt("domain", DOMAIN, None, "sealing domain (d=); required with privkey",
+                     optional=True),
+                _opt("selector", STR, "default", "selector (s=)"),
             )}),
     Section("dnsbl", "DNS blocklists (policy from the DNSBL:/RHSBL: access keys)",
             {o.name: o for o in (

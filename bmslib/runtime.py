@@ -47,6 +47,7 @@ from .policy.spf import SpfPolicy, SpfSettings
 from .policy.spfquery import SpfResolver
 from .runtime_features import RuntimeBuildError as RuntimeBuildError
 from .runtime_features import (
+    arc_settings,
     datadir_path,
     dkim_settings,
     dnsbl_from,
@@ -144,6 +145,9 @@ def policy_settings(config: Config) -> PolicySettings:
         message=message_settings(config),
         greylist=greylist_settings(config),
         dkim=dkim_settings(config),
+        arc=arc_settings(config),
+        trusted_arc_sealers=frozenset(d.lower() for d in _words(g("dmarc",
+                                                                  "trusted_arc_sealers"))),
         email_providers=frozenset(d.lower() for d in _words(g("milter", "email_providers"))),
     )
 

@@ -43,11 +43,16 @@ def describe(o: DmarcOutcome) -> str:
     return text + (f" {o.reason}" if o.reason else "")
 
 
-def verdict(outcome: DmarcOutcome, access: Access, whitelisted: bool) -> DmarcVerdict:
-    """Log the outcome (one line) and decide what happens to the message."""
+def verdict(outcome: DmarcOutcome, access: Access, whitelisted: bool,
+            arc_sealer: str = "") -> DmarcVerdict:
+    """Log the outcome (one line) and decide what happens to the message.
+    ``arc_sealer``: a trusted sealer whose valid ARC chain lets a failure
+    of forwarded mail through."""
     what = "DMARC " + describe(outcome)
-    log.info("DMARC: %s", escape(describe(outcome)))
-    if outcome.result != "fail" or whitelisted:
+    rescue = f" (forwarded: ARC pass sealed by trusted {arc_sealer})" \
+        if arc_sealer and outcome.result == "fail" else ""
+    log.info("DMARC: %s%s", escape(describe(outcome)), escape(rescue))
+    if outcome.result != "fail" or whitelisted or rescue:
         return DmarcVerdict()
     tag = TAGS[outcome.disposition]
     value = access.lookup(tag, outcome.domain)

@@ -26,8 +26,9 @@ from .. import metrics
 from ..interfaces import Access, Archive, Clock, Resolver, StateStore
 from ..log import escape
 from ..spool import MessageSpool
-from . import checks, dkimstep, dmarcstep, dnsbl, dsnreply
+from . import arc, checks, dkimstep, dmarcstep, dnsbl, dsnreply
 from .address import Address, parse_address
+from .arc import ArcResult, ArcSettings
 from .checks import CheckSettings
 from .connection import Connection, ConnectionSettings, classify
 from .decision import CONTINUE, Action, Decision
@@ -94,6 +95,8 @@ class PolicySettings:
     message: MessageSettings = field(default_factory=MessageSettings)
     greylist: GreylistSettings | None = None  # None: off
     dkim: DkimSettings | None = None  # signing key and domain (verification is always on)
+    arc: ArcSettings | None = None  # [arc] sealing key and domain (verification is always on)
+    trusted_arc_sealers: frozenset[str] = frozenset()  # [dmarc] trusted_arc_sealers
     email_providers: frozenset[str] = frozenset()  # ban the mailbox, never the domain
     auto_whitelist_days: float = 60.0  # recipients of internal senders
     blacklist_days: float = 30.0
@@ -159,6 +162,7 @@ class SmtpSession:
         self.dkim: dkimstep.DkimOutcome | None = None
         self.from_domains: list[str] = []  # domains of the From: field(s), for DMARC
         self.dmarc: DmarcOutcome | None = None
+        self.arc: ArcResult | None = None
         self.quarantine = ""  # why the message goes to quarantine (DNSBL, DMARC)
         self._close_spool()
 
@@ -515,6 +519,7 @@ class SmtpSession:
         d = self._dkim_verify(spool)
         if d.final:
             return EomResult(d)
+        self._arc_verify(spool)
         d, quarantine = self._dmarc()
         if d.final:
             return EomResult(d)
@@ -546,6 +551,8 @@ class SmtpSession:
         sig = self._dkim_sign(spool, edits, content.body)
         if sig is not None:
             edits.append(HeaderEdit("insert", "DKIM-Signature", sig, index=0))
+        if authres:
+            edits.extend(self._arc_seal(spool, edits, content.body))
         result = EomResult(CONTINUE, tuple(edits), content.body, add_rcpts, del_rcpts,
                            new_sender, quarantine)
         d = self._archive(result)
@@ -596,6 +603,29 @@ class SmtpSession:
         self.whitelist = self.whitelist or outcome.whitelist
         return self._answer(outcome.decision) if outcome.decision.final else CONTINUE
 
+    def _arc_verify(self, spool: MessageSpool) -> None:
+        """The ARC chain of outside mail (``arc=`` in Authentication-Results)."""
+        resolver = self.services.resolver
+        if resolver is None or not self._external(self._conn()):
+            return
+        if not arc.has_arc(spool.headers):
+            self.arc = ArcResult("none")
+            return
+        message = dkimstep.message_bytes(spool.headers, spool.body, dkimstep.VERIFY_MAX)
+        if message is None:
+            self.arc = ArcResult("none", reason="message too large to verify")
+            return
+        self.arc = arc.verify(message, resolver.txt)
+        r = self.arc
+        log.info("ARC: %s%s%s", r.result, escape(f" i={r.instances} d={r.sealer}")
+                 if r.sealer else "", escape(f" ({r.reason})") if r.reason else "")
+
+    def _trusted_sealer(self) -> str:
+        r = self.arc
+        if r is not None and r.result == "pass" and r.sealer in self.settings.trusted_arc_sealers:
+            return r.sealer
+        return ""
+
     def _dmarc(self) -> tuple[Decision, str]:
         """DMARC for outside mail, after SPF and DKIM: the answer when the
         policy refuses it, and the quarantine reason ("" for none)."""
@@ -608,7 +638,8 @@ class SmtpSession:
         outcome = check(self.from_domains, spf.result if spf is not None else "none",
                         spf_domain, dkim)
         self.dmarc = outcome
-        v = dmarcstep.verdict(outcome, self.services.access, self.whitelist)
+        v = dmarcstep.verdict(outcome, self.services.access, self.whitelist,
+                              self._trusted_sealer())
         if v.decision.final:
             if v.decision.action is Action.REJECT:
                 self._offense("policy", v.decision.tag)
@@ -632,6 +663,25 @@ class SmtpSession:
         assert self.settings.dkim is not None
         return dkimstep.signature(apply_edits(spool.headers, edits), body or spool.body,
                                   self.settings.dkim)
+
+    def _arc_seal(self, spool: MessageSpool, edits: Sequence[HeaderEdit],
+                  body: IO[bytes] | None) -> list[HeaderEdit]:
+        """``[arc]``: our ARC set over the message as it will leave (after
+        every other edit, with our Authentication-Results); sealing never
+        blocks mail."""
+        settings = self.settings.arc
+        if settings is None or not settings.privkey:
+            return []
+        message = dkimstep.message_bytes(apply_edits(spool.headers, edits), body or spool.body)
+        assert message is not None
+        try:
+            fields = arc.seal(message, settings, self._conn().receiver)
+        except arc.ArcError as exc:
+            log.warning("ARC: not sealed: %s", escape(str(exc)))
+            return []
+        log.info("ARC: sealed d=%s s=%s", settings.domain, escape(settings.selector))
+        # Inserted at the top one by one: the last inserted ends up first.
+        return [HeaderEdit("insert", name, value, index=0) for name, value in reversed(fields)]
 
     def _srs_recipients(self, add: tuple[str, ...], delete: tuple[str, ...]
                         ) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -738,6 +788,8 @@ class SmtpSession:
             items.extend(authres_items(self.dkim.results))
         if self.dmarc is not None:
             items.append(self.dmarc.authres())
+        if self.arc is not None:
+            items.append(self.arc.authres())
         if not items:
             return ""
         return conn.receiver + ";\n\t" + ";\n\t".join(items)
