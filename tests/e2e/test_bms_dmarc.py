@@ -1,6 +1,10 @@
-"""DMARC end to end: a real bms daemon behind real Postfix and real sendmail
-(``-bD``), NSD serving DMARC records (p=reject/quarantine/none, sp, np, pct,
-a domain delegated to a dead nameserver) and a DKIM key made for this run.
+"""DMARC and ARC end to end: a real bms daemon behind real Postfix and real
+sendmail (``-bD``), NSD serving DMARC records (p=reject/quarantine/none, sp,
+np, pct, a domain delegated to a dead nameserver) and a DKIM/ARC key made
+for this run.  bms seals what it delivers ([arc]); a forwarder's ARC chain
+(made by the test with dkimpy) rescues a DMARC failure when the forwarder is
+in ``trusted_arc_sealers``; every delivered message's chain, ending in our
+seal, is verified with dkimpy.
 
 The client is CLIENT_IP with MAIL FROM a@pass.test (SPF pass, so SPF is
 aligned only for From: pass.test); other From: domains pass DMARC only
@@ -15,17 +19,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import dkim
 import pytest
 from dkimkeys import keypair
-from testbed import Postfix
-from testbed.bms_host import txt_rdata
-from testbed.bms_mta import Mta, sendmail  # noqa: F401 - sendmail -bD in front of bms
+from testbed.bms_host import dkim_dnsfunc, txt_rdata
+from testbed.bms_mta import Mta, postfix, sendmail  # noqa: F401 - the MTAs in front of bms
 from testbed.bmsd import BmsDaemon
-from testbed.mail import make_message, new_message_id
-from testbed.milter import free_port
-from testbed.nsd import CLIENT_IP, CLIENT_PTR, Nsd, default_zones
+from testbed.mail import StoredMessage, make_message, new_message_id
+from testbed.nsd import CLIENT_IP, CLIENT_PTR, Nsd, nsd_with
 from testbed.quarantine import assert_quarantined
 
 pytestmark = pytest.mark.e2e
@@ -34,6 +37,7 @@ RECEIVER = "mx.example.test"
 RCPT = "rcpt@example.test"
 SENDER = "a@pass.test"  # SPF pass for CLIENT_IP
 SELECTOR = "dmarc2026"
+TRUSTED = "fwd.test"  # [dmarc] trusted_arc_sealers
 
 ACCESS = """\
 SPF-Pass:                 OK
@@ -66,6 +70,8 @@ class Case:
     text: str = ""  # in the reply text, or in the A-R dmarc item when delivered
     quarantine: bool = False
     signed: bool = False  # DKIM-signed by the author domain
+    sealer: str = ""  # ARC-sealed by this forwarder before it reaches us
+    tamper: bool = False  # the body changed after the forwarder's seal
 
 
 CASES = {
@@ -86,38 +92,57 @@ CASES = {
     "no-record": Case("none.test", "none"),
     "two-records-permerror": Case("dtwo.test", "permerror", text="(2 DMARC records)"),
     "dns-timeout-temperror": Case("temperror.test", "temperror", text="(DNS timeout)"),
+    "arc-trusted-sealer-rescues": Case("dreject.test", "fail", sealer=TRUSTED,
+                                       text="(p=reject sp=reject pct=100 dis=REJECT)"),
+    "arc-untrusted-sealer": Case("dreject.test", "fail", 550, "fails the DMARC policy",
+                                 sealer="other.test"),
+    "arc-broken-chain": Case("dreject.test", "fail", 550, "fails the DMARC policy",
+                             sealer=TRUSTED, tamper=True),
 }
 
 
 @pytest.fixture(scope="module")
-def key(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
-    return keypair(tmp_path_factory.mktemp("dmarc"), "e2e-dmarc")
+def key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes, bytes]:
+    """(private key file, PEM, key record): DKIM for dreject.test, ARC seals
+    of fwd.test and other.test, and our own seal (example.test)."""
+    tmp = tmp_path_factory.mktemp("dmarc")
+    pem, record = keypair(tmp, "e2e-dmarc")
+    return tmp / "e2e-dmarc.pem", pem, record
 
 
 @pytest.fixture(scope="module")
-def dmarc_nsd(nsd: Nsd, key: tuple[bytes, bytes]) -> Iterator[Nsd]:
-    """The shared test zones plus the DMARC records and this run's DKIM key
-    (for dreject.test), on a port of its own."""
-    zones = default_zones()
-    zones["test"] += [*ZONE, f"{SELECTOR}._domainkey.dreject TXT {txt_rdata(key[1])}"]
-    with Nsd(zones, port=free_port()) as server:
+def dmarc_nsd(nsd: Nsd, key: tuple[Path, bytes, bytes]) -> Iterator[Nsd]:
+    rdata = txt_rdata(key[2])
+    keys = [f"{SELECTOR}._domainkey.{d} TXT {rdata}" for d in ("dreject", "fwd", "other",
+                                                               "example")]
+    with nsd_with([*ZONE, *keys]) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def bms(dmarc_nsd: Nsd) -> Iterator[BmsDaemon]:
+def bms(dmarc_nsd: Nsd, key: tuple[Path, bytes, bytes]) -> Iterator[BmsDaemon]:
     sections = {
         "milter": {"internal_connect": "10.11.12.0/24", "internal_domains": "example.test"},
         "dns": {"nameservers": dmarc_nsd.nameserver, "timeout": "1", "lifetime": "2"},
+        "dmarc": {"trusted_arc_sealers": TRUSTED},
+        "arc": {"privkey": str(key[0]), "domain": "example.test", "selector": SELECTOR},
     }
     with BmsDaemon(sections, ACCESS) as daemon:
         yield daemon
 
 
-@pytest.fixture(scope="module")
-def postfix(bms: BmsDaemon) -> Iterator[Postfix]:
-    with Postfix(milters=bms.postfix_spec) as pf:
-        yield pf
+def forward(data: bytes, sealer: str, pem: bytes) -> bytes:
+    """``data`` as the forwarder ``sealer`` passes it on: its A-R and ARC set."""
+    ar = (f"Authentication-Results: {sealer}; arc=none; spf=pass "
+          f"smtp.mailfrom=author@dreject.test\r\n").encode()
+    return b"".join(dkim.arc_sign(ar + data, SELECTOR.encode(), sealer.encode(), pem,
+                                  sealer.encode())) + ar + data
+
+
+def raw(m: StoredMessage) -> bytes:
+    head = "".join(f"{n}: {v}\r\n".replace("\r\n", "\n").replace("\n", "\r\n")
+                   for n, v in m.headers)
+    return head.encode("utf-8", "surrogateescape") + b"\r\n" + m.body
 
 
 def flat(value: str | None) -> str:
@@ -125,17 +150,22 @@ def flat(value: str | None) -> str:
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_dmarc_policy_outcome(name: str, mta: Mta, bms: BmsDaemon, key: tuple[bytes, bytes],
+def test_dmarc_policy_outcome(name: str, mta: Mta, bms: BmsDaemon,
+                              key: tuple[Path, bytes, bytes], dmarc_nsd: Nsd,
                               request: pytest.FixtureRequest) -> None:
     case = CASES[name]
     mid = new_message_id(f"dmarc-{name}-{mta.name}")
     author = f"author@{case.author}"
     _, data = make_message(f"dmarc {name}", sender=author, to=RCPT, message_id=mid)
     if case.signed:
-        sig = dkim.sign(data, SELECTOR.encode(), case.author.encode(), key[0],
+        sig = dkim.sign(data, SELECTOR.encode(), case.author.encode(), key[1],
                         include_headers=[b"from", b"to", b"subject", b"message-id"],
                         linesep=b"\r\n")
         data = sig + data
+    if case.sealer:
+        data = forward(data, case.sealer, key[1])
+    if case.tamper:
+        data = data.replace(b"Hello.", b"Hello!")
     client = mta.connect(CLIENT_IP)
     client.ehlo(CLIENT_PTR)
     t = client.transaction(SENDER, [RCPT], data)
@@ -157,6 +187,14 @@ def test_dmarc_policy_outcome(name: str, mta: Mta, bms: BmsDaemon, key: tuple[by
         assert case.text in item, ar
         if case.signed:
             assert f"dkim=pass header.d={case.author}" in ar, ar
+        arc = "arc=pass (i=1 d=fwd.test)" if case.sealer else "arc=none"
+        assert arc in ar, ar
+        # Our seal over what was delivered, verified with dkimpy against NSD.
+        host, port = dmarc_nsd.nameserver.split(":")
+        cv, chain, why = dkim.arc_verify(raw(m), dnsfunc=dkim_dnsfunc(host, int(port)))
+        assert cv == dkim.CV_Pass, why
+        assert chain[0]["as-domain"] == b"example.test"
+        assert len(chain) == (2 if case.sealer else 1)
     # The line was logged before the reply; the last one for this domain is ours.
     lines = [m for m in bms.messages() if m.startswith("DMARC: ")
              and f"header.from={case.author} " in m]
@@ -167,3 +205,5 @@ def test_dmarc_policy_outcome(name: str, mta: Mta, bms: BmsDaemon, key: tuple[by
     if case.quarantine:
         assert any(m.startswith("QUARANTINE: DMARC fail") and f"header.from={case.author}"
                    in m for m in bms.messages()), bms.messages()[-5:]
+    if case.sealer == TRUSTED and not case.tamper:
+        assert lines[-1].endswith(f"(forwarded: ARC pass sealed by trusted {TRUSTED})"), lines

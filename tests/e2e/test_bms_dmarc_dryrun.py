@@ -9,12 +9,10 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from testbed import Postfix
-from testbed.bms_mta import Mta, sendmail  # noqa: F401 - sendmail -bD in front of bms
+from testbed.bms_mta import Mta, postfix, sendmail  # noqa: F401 - the MTAs in front of bms
 from testbed.bmsd import BmsDaemon
 from testbed.mail import make_message, new_message_id
-from testbed.milter import free_port
-from testbed.nsd import CLIENT_IP, CLIENT_PTR, Nsd, default_zones
+from testbed.nsd import CLIENT_IP, CLIENT_PTR, Nsd, nsd_with
 
 pytestmark = pytest.mark.e2e
 
@@ -24,21 +22,13 @@ ZONE = ['_dmarc.dreject TXT "v=DMARC1; p=reject"', '_dmarc.dquar TXT "v=DMARC1; 
 
 @pytest.fixture(scope="module")
 def bms(nsd: Nsd) -> Iterator[BmsDaemon]:
-    zones = default_zones()
-    zones["test"] += ZONE
-    with Nsd(zones, port=free_port()) as server:
+    with nsd_with(ZONE) as server:
         sections = {
             "milter": {"internal_domains": "example.test", "dry_run": "1"},
             "dns": {"nameservers": server.nameserver, "timeout": "1", "lifetime": "2"},
         }
         with BmsDaemon(sections, "SPF-Pass: OK\n") as daemon:
             yield daemon
-
-
-@pytest.fixture(scope="module")
-def postfix(bms: BmsDaemon) -> Iterator[Postfix]:
-    with Postfix(milters=bms.postfix_spec) as pf:
-        yield pf
 
 
 @pytest.mark.parametrize(("author", "verb"), [("dreject.test", "REJECT"),

@@ -12,11 +12,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from testbed import Postfix
-from testbed.bms_mta import Mta, sendmail  # noqa: F401 - sendmail -bD in front of bms
+from testbed.bms_mta import Mta, postfix, sendmail  # noqa: F401 - the MTAs in front of bms
 from testbed.bmsd import BmsDaemon
 from testbed.mail import make_message, new_message_id
-from testbed.milter import free_port
 from testbed.nsd import (
     CLIENT_IP,
     CLIENT_PTR,
@@ -25,7 +23,7 @@ from testbed.nsd import (
     FORWARDER_IP,
     INTERNAL_IP,
     Nsd,
-    default_zones,
+    nsd_with,
 )
 from testbed.quarantine import assert_quarantined
 
@@ -94,9 +92,7 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def bms(nsd: Nsd) -> Iterator[BmsDaemon]:
-    zones = default_zones()
-    zones["test"] += ZONE
-    with Nsd(zones, port=free_port()) as server:
+    with nsd_with(ZONE) as server:
         sections = {
             "milter": {"internal_connect": "10.11.12.0/24", "internal_domains": "example.test"},
             "dns": {"nameservers": server.nameserver, "timeout": "1", "lifetime": "2"},
@@ -104,12 +100,6 @@ def bms(nsd: Nsd) -> Iterator[BmsDaemon]:
         }
         with BmsDaemon(sections, ACCESS) as daemon:
             yield daemon
-
-
-@pytest.fixture(scope="module")
-def postfix(bms: BmsDaemon) -> Iterator[Postfix]:
-    with Postfix(milters=bms.postfix_spec) as pf:
-        yield pf
 
 
 @pytest.mark.parametrize("name", list(CASES))
