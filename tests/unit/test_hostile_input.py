@@ -21,6 +21,7 @@ import pytest
 from fakes import FakeAccess, FakeClock, FakeStore
 
 from bmslib.policy.address import parse_address
+from bmslib.policy.arc import ArcSettings
 from bmslib.policy.checks import CheckSettings
 from bmslib.policy.connection import ConnectionSettings, IpList, classify
 from bmslib.policy.decision import AccessKind, AccessValue, Action, Decision
@@ -611,3 +612,39 @@ def test_hostile_blocklist_answers(caplog: pytest.LogCaptureFixture, answers: li
     run(caplog, s, hostname=hostname, family=family, hostaddr=hostaddr, helo=CONTROL_HELO,
         sender="<u@x.example>", rcpts=("<bob@example.com>",),
         headers=(("From", f"a@{EIGHT_BIT_HELO}"), ("Subject", "x")))
+
+
+# --- ARC: hostile ARC header fields ------------------------------------------------------
+
+ARC_HEADER_SETS = [
+    (("ARC-Seal", "i=1; cv=none; a=rsa-sha256; d=x.example; s=s; b=AAAA"),),
+    (("ARC-Seal", "i=1"), ("ARC-Message-Signature", "i=1"),
+     ("ARC-Authentication-Results", "i=1")),
+    (("ARC-Seal", "i=999999999999999999999; cv=pass"), ("ARC-Seal", "i=0")),
+    (("ARC-Seal", f"i=1; d={CONTROL_HELO}; b=\x00\xff"),
+     ("ARC-Message-Signature", "i=1; h=from:arc-seal; d=x; s=y; bh=; b="),
+     ("ARC-Authentication-Results", f"i=1; {LONG_HELO}")),
+    tuple(("ARC-Seal", f"i={i}; cv=pass; d=x.example; s=s; b=") for i in range(1, 60)),
+    (("ARC-Message-Signature", EIGHT_BIT_HELO), ("ARC-Authentication-Results", "")),
+]
+
+
+@pytest.mark.parametrize("arc_headers", ARC_HEADER_SETS, ids=range(len(ARC_HEADER_SETS)))
+@pytest.mark.parametrize("seal", [False, True])
+def test_hostile_arc_headers(caplog: pytest.LogCaptureFixture,
+                             arc_headers: tuple[tuple[str, str], ...], seal: bool) -> None:
+    """ARC verification (and our sealing) over hostile ARC fields: a defined
+    arc= result, a safe A-R header, clean logs."""
+    resolver = zone()
+    fake_access = FakeAccess({})
+    settings = SETTINGS
+    if seal:  # a key dkimpy refuses: sealing is logged and skipped, never an error
+        settings = PolicySettings(connection=SETTINGS.connection, checks=CHECKS,
+                                  arc=ArcSettings(b"not a key", "example.com"))
+    s = SmtpSession(settings, Services(fake_access, FakeStore(), FakeClock(),
+                                       resolver=resolver, dmarc=DmarcCheck(resolver)))
+    hostname, family, hostaddr = CONNECTS["ipv4"]
+    run(caplog, s, hostname=hostname, family=family, hostaddr=hostaddr, helo="helo.example",
+        sender="<u@pass.example>", rcpts=("<bob@example.com>",),
+        headers=(*arc_headers, ("From", "a@pass.example"), ("Subject", "arc")))
+    assert any(m.startswith(("ARC: fail", "ARC: none")) for m in caplog.messages)
