@@ -162,6 +162,10 @@ def fail(message: str, code: int = 2) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["dmarc"]:  # bms dmarc report ... (bmslib/dmarccli.py)
+        from bmslib import dmarccli
+        return dmarccli.main(argv[1:])
     args = parse_args(argv)
     paths = args.config or [DEFAULT_PATH]
     try:

@@ -562,6 +562,10 @@ SCHEMA: Mapping[str, Section] = {s.name: s for s in (
                 _opt("trusted_arc_sealers", WORDS, (),
                      "ARC sealers (d= of the newest ARC-Seal) whose valid chain lets a "
                      "DMARC failure of forwarded mail through"),
+                _opt("report_org", STR, "", "org_name of aggregate reports (bms dmarc report; "
+                     "empty: bms)"),
+                _opt("report_email", STR, "", "email of aggregate reports (the reporter's "
+                     "contact address)"),
             )}),
     Section("arc", "ARC: chains of outside mail are always verified; with privkey and "
             "domain, mail with our Authentication-Results is sealed", {o.name: o for o in (

@@ -92,6 +92,8 @@ class DmarcOutcome:
     dkim: str = "none"  # pass (aligned), unaligned, or the best DKIM result
     record: DmarcRecord | None = None
     reason: str = ""
+    policy_domain: str = ""  # where the record was found
+    sampled_out: bool = False  # pct or t=y made the disposition weaker
 
     def authres(self) -> str:
         """The ``dmarc=`` item of Authentication-Results."""
@@ -136,11 +138,13 @@ class DmarcCheck:
         except DnsTempError:
             return DmarcOutcome("temperror", domain, reason="DNS timeout")
         if spf == "pass" or dkim == "pass":
-            return DmarcOutcome("pass", domain, policy, "none", spf, dkim, record)
+            return DmarcOutcome("pass", domain, policy, "none", spf, dkim, record,
+                                policy_domain=where)
         disposition = policy
         if record.testing or (record.pct < 100 and self.rand() * 100 >= record.pct):
             disposition = WEAKER[policy]
-        return DmarcOutcome("fail", domain, policy, disposition, spf, dkim, record)
+        return DmarcOutcome("fail", domain, policy, disposition, spf, dkim, record,
+                            policy_domain=where, sampled_out=disposition != policy)
 
     def _record(self, domain: str) -> tuple[DmarcRecord | None, str, str]:
         """(record, the domain it was published at, problem)."""

@@ -26,7 +26,7 @@ from .. import metrics
 from ..interfaces import Access, Archive, Clock, Resolver, StateStore
 from ..log import escape
 from ..spool import MessageSpool
-from . import arc, checks, dkimstep, dmarcstep, dnsbl, dsnreply
+from . import arc, checks, dkimstep, dmarcreport, dmarcstep, dnsbl, dsnreply
 from .address import Address, parse_address
 from .arc import ArcResult, ArcSettings
 from .checks import CheckSettings
@@ -638,19 +638,46 @@ class SmtpSession:
         outcome = check(self.from_domains, spf.result if spf is not None else "none",
                         spf_domain, dkim)
         self.dmarc = outcome
-        v = dmarcstep.verdict(outcome, self.services.access, self.whitelist,
-                              self._trusted_sealer())
+        sealer = self._trusted_sealer()
+        v = dmarcstep.verdict(outcome, self.services.access, self.whitelist, sealer)
+        answer, quarantine = CONTINUE, v.quarantine
         if v.decision.final:
             if v.decision.action is Action.REJECT:
                 self._offense("policy", v.decision.tag)
-            return self._answer(v.decision), ""
-        if v.quarantine and self.settings.dry_run:
+            answer = self._answer(v.decision)
+        elif v.quarantine and self.settings.dry_run:
             log.info("DRYRUN QUARANTINE: %s", escape(v.quarantine))
-            return CONTINUE, ""
-        if v.quarantine:
+            quarantine = ""
+        elif v.quarantine:
             log.info("QUARANTINE: %s", escape(v.quarantine))
             metrics.decision("quarantine", v.tag)
-        return CONTINUE, v.quarantine
+        self._count_report(outcome, answer, quarantine, sealer, spf_domain, dkim)
+        return answer, quarantine
+
+    def _count_report(self, outcome: DmarcOutcome, answer: Decision, quarantine: str,
+                      sealer: str, spf_domain: str, dkim: Sequence[DkimResult]) -> None:
+        """The aggregate-report row of this message, counted in the state store
+        (a store that is down loses the count, never the mail)."""
+        disposition = ("reject" if answer.action is Action.REJECT else
+                       "quarantine" if quarantine else "none")
+        reason = ""
+        if outcome.result == "fail":
+            if sealer:
+                reason = "trusted_forwarder"
+            elif disposition != outcome.disposition:
+                reason = "local_policy"
+            elif outcome.sampled_out:
+                reason = "sampled_out"
+        spf = self.spf.result if self.spf is not None else "none"
+        row = dmarcreport.report_row(outcome, self._conn().ip or "", disposition, reason,
+                                     spf_domain, spf, dkim)
+        if row is None:
+            return
+        day = int(self.services.clock.now() // dmarcreport.DAY)
+        try:
+            self.services.store.report_count(day, row.key())
+        except StoreUnavailable:
+            pass  # logged by the store
 
     def _dkim_sign(self, spool: MessageSpool, edits: Sequence[HeaderEdit],
                    body: IO[bytes] | None) -> str | None:

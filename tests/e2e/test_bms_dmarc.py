@@ -17,6 +17,10 @@ the hold queue; sendmail: the ``q`` record of its
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,3 +211,23 @@ def test_dmarc_policy_outcome(name: str, mta: Mta, bms: BmsDaemon,
                    in m for m in bms.messages()), bms.messages()[-5:]
     if case.sealer == TRUSTED and not case.tamper:
         assert lines[-1].endswith(f"(forwarded: ARC pass sealed by trusted {TRUSTED})"), lines
+
+
+def test_aggregate_report_of_the_day(bms: BmsDaemon, tmp_path: Path) -> None:
+    """``bms dmarc report`` over the daemon's own state store, after the
+    cases above ran through both MTAs (module order: it runs last)."""
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    done = subprocess.run([sys.executable, "-m", "bms", "dmarc", "report", "-c", str(bms.cfg),
+                           "--from", today, "-o", str(tmp_path)], capture_output=True,
+                          text=True, check=False, cwd=bms.dir)
+    assert done.returncode == 0, done.stderr
+    files = {p.name.split("!")[1]: p for p in tmp_path.iterdir()}
+    assert {"dreject.test", "dquar.test", "dsub.test", "pass.test"} <= set(files), files
+    root = ET.fromstring(files["dreject.test"].read_bytes())
+    assert root.findtext("policy_published/p") == "reject"
+    rows = {(r.findtext("row/policy_evaluated/disposition"),
+             r.findtext("row/policy_evaluated/reason/type") or ""): int(
+                 r.findtext("row/count") or 0) for r in root.findall("record")}
+    assert rows[("reject", "")] >= 4  # reject + untrusted sealer + broken chain, 2 MTAs
+    assert rows[("none", "trusted_forwarder")] == 2
+    assert all(r.findtext("row/source_ip") == CLIENT_IP for r in root.findall("record"))

@@ -65,6 +65,7 @@ RECORDS = {
     "_dmarc.test.example": ["v=DMARC1; p=reject; t=y"],
     "_dmarc.two.example": ["v=DMARC1; p=reject", "v=DMARC1; p=none"],
     "_dmarc.spf.example": ["v=spf1 -all"],
+    "_dmarc.other.example": ["v=DMARC1; p=none"],
 }
 
 
@@ -177,14 +178,18 @@ def test_verdict_of_a_whitelisted_or_passing_message_is_to_accept() -> None:
 
 # --- the pipeline step ---------------------------------------------------------------
 
-def run(from_domain: str, *, spf: str = "fail", dry_run: bool = False,
-        access: FakeAccess | None = None) -> EomResult:
+def run_session(from_domain: str, *, spf: str = "fail", dry_run: bool = False,
+                access: FakeAccess | None = None, store: FakeStore | None = None,
+                rand: float = 0.0) -> EomResult:
+    """One message from 198.51.100.9, MAIL FROM a@other.example, through the
+    pipeline with DMARC (``rand``: the pct sampling draw)."""
     dns = Dns(RECORDS)
     settings = PolicySettings(connection=ConnectionSettings(internal_connect=IpList(
         ["10.0.0.0/8"])), dry_run=dry_run)
-    services = Services(access or FakeAccess({}), FakeStore(), FakeClock(), resolver=dns,
+    services = Services(access or FakeAccess({}), store or FakeStore(), FakeClock(),
+                        resolver=dns,
                         spf=lambda conn, helo, sender: SpfResult(CONTINUE, result=spf),
-                        dmarc=DmarcCheck(dns, lambda: 0.0))
+                        dmarc=DmarcCheck(dns, lambda: rand))
     s = SmtpSession(settings, services)
     s.connect("mail.other.example", socket.AF_INET, ("198.51.100.9", 4000),
               lambda n: "mx.example.com" if n == "j" else None)
@@ -202,7 +207,7 @@ def run(from_domain: str, *, spf: str = "fail", dry_run: bool = False,
 def test_pipeline_rejects_per_policy_and_logs_one_line(caplog: pytest.LogCaptureFixture
                                                        ) -> None:
     caplog.set_level(logging.INFO, "bms")
-    result = run("reject.example")
+    result = run_session("reject.example")
     d = result.decision
     assert d.action is Action.REJECT and d.code == "550"
     assert "DMARC: fail policy=reject header.from=reject.example (spf=fail, dkim=none)" \
@@ -211,7 +216,7 @@ def test_pipeline_rejects_per_policy_and_logs_one_line(caplog: pytest.LogCapture
 
 
 def test_pipeline_quarantine_and_authentication_results() -> None:
-    result = run("quar.example")
+    result = run_session("quar.example")
     assert result.quarantine.startswith("DMARC fail policy=quarantine")
     [ar] = [e.value for e in result.edits
             if e.name == "Authentication-Results"]
@@ -221,16 +226,16 @@ def test_pipeline_quarantine_and_authentication_results() -> None:
 
 def test_pipeline_dry_run_logs_and_delivers(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "bms")
-    result = run("reject.example", dry_run=True)
+    result = run_session("reject.example", dry_run=True)
     assert not result.decision.final
     assert any(m.startswith("DRYRUN REJECT: DMARC fail") for m in caplog.messages)
-    result = run("quar.example", dry_run=True)
+    result = run_session("quar.example", dry_run=True)
     assert result.quarantine == ""
     assert any(m.startswith("DRYRUN QUARANTINE: DMARC fail") for m in caplog.messages)
 
 
 def test_pipeline_pass_through_aligned_spf() -> None:
-    result = run("other.example", spf="pass")
+    result = run_session("other.example", spf="pass")
     assert not result.decision.final
 
 
