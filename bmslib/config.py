@@ -561,7 +561,7 @@ SCHEMA: Mapping[str, Section] = {s.name: s for s in (
                 _opt("enabled", BOOL, True, "evaluate DMARC after SPF and DKIM"),
                 _opt("trusted_arc_sealers", WORDS, (),
                      "ARC sealers (d= of the newest ARC-Seal) whose valid chain lets a "
-                     "DMARC failure of forwarded mail through"),
+                     "DMARC or SPF failure of forwarded mail through"),
                 _opt("report_org", STR, "", "org_name of aggregate reports (bms dmarc report; "
                      "empty: bms)"),
                 _opt("report_email", STR, "", "email of aggregate reports (the reporter's "

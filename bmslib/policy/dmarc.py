@@ -129,10 +129,11 @@ class DmarcCheck:
         except DnsTempError:
             return DmarcOutcome("temperror", domain, reason="DNS timeout")
         record, where, problem = found
+        spf = self._spf(record or DmarcRecord(), domain, spf_result, spf_domain)
+        dkim = self._dkim(record or DmarcRecord(), domain, dkim_results)
         if record is None:
-            return DmarcOutcome("permerror" if problem else "none", domain, reason=problem)
-        spf = self._spf(record, domain, spf_result, spf_domain)
-        dkim = self._dkim(record, domain, dkim_results)
+            return DmarcOutcome("permerror" if problem else "none", domain, spf=spf,
+                                dkim=dkim, reason=problem)
         try:
             policy = self._policy(record, domain, where)
         except DnsTempError:

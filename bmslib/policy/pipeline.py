@@ -160,6 +160,7 @@ class SmtpSession:
         self.srs_reversed: list[tuple[str, str]] = []  # (recipient as given, original)
         self.valid_bounce = False  # a bounce to a valid SRS address
         self.dkim: dkimstep.DkimOutcome | None = None
+        self.spf_deferred = False  # an SPF reject waits for the ARC chain
         self.from_domains: list[str] = []  # domains of the From: field(s), for DMARC
         self.dmarc: DmarcOutcome | None = None
         self.arc: ArcResult | None = None
@@ -424,7 +425,17 @@ class SmtpSession:
     def data(self) -> Decision:
         self.data_seen = True
         pending = self._pending()
+        if pending is not None and self._arc_may_rescue(pending):
+            self.spf_deferred = True  # answered at end of message, after ARC
+            return CONTINUE
         return self._answer(pending) if pending is not None else CONTINUE
+
+    def _arc_may_rescue(self, pending: Decision) -> bool:
+        """An SPF reject of the message, with trusted ARC sealers configured:
+        a forwarded message may still be let through by its ARC chain."""
+        return (bool(self.settings.trusted_arc_sealers) and self.conn_pending is None
+                and pending is self.msg_pending and pending.action is Action.REJECT
+                and pending.tag.startswith("SPF ") and self.services.resolver is not None)
 
     def header(self, name: str, value: str) -> Decision:
         self._spool().add_header(name, value)
@@ -502,7 +513,19 @@ class SmtpSession:
             answer = self._answer(pending)
             if answer.final:
                 return EomResult(answer)
-        # (With DATA seen, a pending reject was answered there: only a dry run gets here.)
+        # (With DATA seen, a pending reject was answered there: only a dry run, or an
+        # SPF reject that a trusted ARC sealer may rescue, gets here.)
+        if self.spf_deferred and pending is not None:
+            self._arc_verify(self._spool())
+            sealer = self._trusted_sealer()
+            if not sealer:
+                answer = self._answer(pending)
+                if answer.final:
+                    return EomResult(answer)
+            else:
+                log.info("%s: let through: forwarded, ARC pass sealed by trusted %s",
+                         escape(pending.tag), escape(sealer))
+                self.msg_pending = None
         spf = self.spf
         # An auto-whitelisted sender needs no call-back, unless SPF found fault.
         probation = self.auto_whitelisted and (spf is None or spf.result not in
@@ -606,7 +629,7 @@ class SmtpSession:
     def _arc_verify(self, spool: MessageSpool) -> None:
         """The ARC chain of outside mail (``arc=`` in Authentication-Results)."""
         resolver = self.services.resolver
-        if resolver is None or not self._external(self._conn()):
+        if resolver is None or not self._external(self._conn()) or self.arc is not None:
             return
         if not arc.has_arc(spool.headers):
             self.arc = ArcResult("none")

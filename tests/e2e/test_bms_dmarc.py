@@ -76,6 +76,7 @@ class Case:
     signed: bool = False  # DKIM-signed by the author domain
     sealer: str = ""  # ARC-sealed by this forwarder before it reaches us
     tamper: bool = False  # the body changed after the forwarder's seal
+    sender: str = SENDER  # MAIL FROM
 
 
 CASES = {
@@ -102,6 +103,11 @@ CASES = {
                                  sealer="other.test"),
     "arc-broken-chain": Case("dreject.test", "fail", 550, "fails the DMARC policy",
                              sealer=TRUSTED, tamper=True),
+    # SPF fails for fail.test: with trusted sealers the reject waits for the chain.
+    "arc-trusted-sealer-rescues-spf-fail": Case("none.test", "none", sealer=TRUSTED,
+                                                sender="a@fail.test"),
+    "spf-fail-untrusted-sealer": Case("none.test", "none", 550, "SPF fail",
+                                      sealer="other.test", sender="a@fail.test"),
 }
 
 
@@ -172,7 +178,7 @@ def test_dmarc_policy_outcome(name: str, mta: Mta, bms: BmsDaemon,
         data = data.replace(b"Hello.", b"Hello!")
     client = mta.connect(CLIENT_IP)
     client.ehlo(CLIENT_PTR)
-    t = client.transaction(SENDER, [RCPT], data)
+    t = client.transaction(case.sender, [RCPT], data)
     assert t.mail.code == 250 and t.data is not None, t
     if case.code != 250:
         assert t.data.code == case.code, (name, str(t.data))
@@ -192,6 +198,11 @@ def test_dmarc_policy_outcome(name: str, mta: Mta, bms: BmsDaemon,
         if case.signed:
             assert f"dkim=pass header.d={case.author}" in ar, ar
         arc = "arc=pass (i=1 d=fwd.test)" if case.sealer else "arc=none"
+        if case.sender != SENDER:
+            assert f"spf=fail smtp.mailfrom={case.sender}" in ar, ar
+            bms.wait_log("SPF fail")
+            assert any(m.endswith(f"let through: forwarded, ARC pass sealed by trusted "
+                                  f"{TRUSTED}") for m in bms.messages()), bms.messages()[-8:]
         assert arc in ar, ar
         # Our seal over what was delivered, verified with dkimpy against NSD.
         host, port = dmarc_nsd.nameserver.split(":")
@@ -199,6 +210,10 @@ def test_dmarc_policy_outcome(name: str, mta: Mta, bms: BmsDaemon,
         assert cv == dkim.CV_Pass, why
         assert chain[0]["as-domain"] == b"example.test"
         assert len(chain) == (2 if case.sealer else 1)
+    if case.sender != SENDER and case.code == 550:  # SPF refused it before DMARC
+        assert any(m.startswith("REJECT: SPF fail") and case.sender in m
+                   for m in bms.messages()), bms.messages()[-6:]
+        return
     # The line was logged before the reply; the last one for this domain is ours.
     lines = [m for m in bms.messages() if m.startswith("DMARC: ")
              and f"header.from={case.author} " in m]
@@ -209,7 +224,7 @@ def test_dmarc_policy_outcome(name: str, mta: Mta, bms: BmsDaemon,
     if case.quarantine:
         assert any(m.startswith("QUARANTINE: DMARC fail") and f"header.from={case.author}"
                    in m for m in bms.messages()), bms.messages()[-5:]
-    if case.sealer == TRUSTED and not case.tamper:
+    if case.sealer == TRUSTED and not case.tamper and case.result == "fail":
         assert lines[-1].endswith(f"(forwarded: ARC pass sealed by trusted {TRUSTED})"), lines
 
 

@@ -15,7 +15,7 @@ from fakes import FakeAccess, FakeClock, FakeStore
 from bmslib.interfaces import DnsTempError
 from bmslib.policy.arc import ArcError, ArcResult, ArcSettings, seal, verify
 from bmslib.policy.connection import ConnectionSettings, IpList
-from bmslib.policy.decision import CONTINUE, Action
+from bmslib.policy.decision import CONTINUE, Action, Decision
 from bmslib.policy.dmarc import DmarcCheck
 from bmslib.policy.edits import EomResult, apply_edits
 from bmslib.policy.pipeline import PolicySettings, Services, SmtpSession, SpfResult
@@ -93,20 +93,21 @@ def test_our_seal_verifies_with_dkimpy(key: tuple[bytes, bytes]) -> None:
 
 
 def run(key: tuple[bytes, bytes], message: bytes, trusted: frozenset[str],
-        arc: ArcSettings | None = None) -> EomResult:
+        arc: ArcSettings | None = None, spf: SpfResult | None = None,
+        data: list[Decision] | None = None) -> EomResult:
+    spf_result = spf or SpfResult(CONTINUE, result="pass")
     dns = Dns(key[1])
     settings = PolicySettings(connection=ConnectionSettings(internal_connect=IpList(
         ["10.0.0.0/8"])), trusted_arc_sealers=trusted, arc=arc)
     s = SmtpSession(settings, Services(
         FakeAccess({}), FakeStore(), FakeClock(), resolver=dns,
-        spf=lambda conn, helo, sender: SpfResult(CONTINUE, result="pass"),
-        dmarc=DmarcCheck(dns)))
+        spf=lambda conn, helo, sender: spf_result, dmarc=DmarcCheck(dns)))
     s.connect("lists.fwd.example", socket.AF_INET, ("198.51.100.9", 4000),
               lambda n: "mx.example.com" if n == "j" else None)
     s.helo("lists.fwd.example")
     s.mail("<bounces@fwd.example>", [], lambda n: None)
     s.rcpt("<bob@example.com>", [])
-    s.data()
+    (data if data is not None else []).append(s.data())
     head, _, body = message.partition(b"\r\n\r\n")
     for line in head.decode().replace("\r\n ", " ").replace("\r\n\t", "\t").split("\r\n"):
         name, _, value = line.partition(":")
@@ -138,9 +139,9 @@ def test_trusted_sealer_rescues_a_dmarc_failure(key: tuple[bytes, bytes],
 
 def test_pipeline_seals_with_our_authentication_results(key: tuple[bytes, bytes]) -> None:
     settings = ArcSettings(key[0], "mx.example", SELECTOR)
-    result = run(key, forwarded(key[0]), frozenset({"fwd.example"}), settings)
+    msg = forwarded(key[0])  # once: a second one could carry another t=
+    result = run(key, msg, frozenset({"fwd.example"}), settings)
     # the message as delivered: the edits applied to what bms saw
-    msg = forwarded(key[0])
     head, _, body = msg.partition(b"\r\n\r\n")
     headers = [(n, v.lstrip(" ")) for n, _, v in (
         line.partition(":") for line in head.decode().replace("\r\n ", " ").split("\r\n"))]
@@ -161,3 +162,27 @@ def test_arc_result_items() -> None:
         'arc=fail reason="a \\"quoted\\"\\\\r\\\\n"'
 
 
+
+
+SPF_FAIL = SpfResult(Decision.reject("SPF fail", "SPF fail: not allowed", delay=True,
+                                     log="SPF fail 550 bounces@fwd.example"), result="fail")
+
+
+def test_trusted_sealer_rescues_an_spf_failure_answered_at_end_of_message(
+        key: tuple[bytes, bytes], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "bms")
+    msg = forwarded(key[0], MESSAGE.replace(b"reject.example", b"nodmarc.example"))
+    data: list[Decision] = []
+    rescued = run(key, msg, frozenset({"fwd.example"}), spf=SPF_FAIL, data=data)
+    assert not data[0].final  # DATA waits for the ARC chain
+    assert not rescued.decision.final
+    assert "SPF fail: let through: forwarded, ARC pass sealed by trusted fwd.example" \
+        in caplog.messages
+    data.clear()
+    refused = run(key, msg.replace(b"Hello.", b"Hellp."), frozenset({"fwd.example"}),
+                  spf=SPF_FAIL, data=data)
+    assert not data[0].final and refused.decision.tag == "SPF fail"
+    assert refused.decision.action is Action.REJECT
+    data.clear()
+    run(key, msg, frozenset(), spf=SPF_FAIL, data=data)
+    assert data[0].action is Action.REJECT  # no trusted sealers: refused at DATA as before
