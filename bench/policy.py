@@ -39,8 +39,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+import dkim  # noqa: E402
 import testbed  # noqa: E402
-from testbed.nsd import CLIENT_IP, CLIENT_PTR, Nsd, add_local_addresses  # noqa: E402
+from dkimkeys import keypair  # noqa: E402
+from testbed.bms_host import txt_rdata  # noqa: E402
+from testbed.nsd import CLIENT_IP, CLIENT_PTR, Nsd, add_local_addresses, default_zones  # noqa: E402
 
 from bmslib.config import BANNED_EXTS  # noqa: E402
 
@@ -48,6 +51,8 @@ SAMPLE_CONFIG = ROOT / "pymilter.cfg"
 SENDER = "bench@pass.test"  # SPF pass for CLIENT_IP (default_zones)
 RECIPIENT = "rcpt@example.test"
 HELO = CLIENT_PTR  # mail.pass.test: A 198.51.100.66, a valid HELO
+DKIM_SELECTOR = "bench"  # the signed message: d=pass.test, key in the bench zone
+DMARC_RECORD = '_dmarc.pass TXT "v=DMARC1; p=reject"'  # the From: domain's policy
 
 ACCESS = """\
 # bench/policy.py: accept every SPF result a legitimate sender gets, without
@@ -220,6 +225,16 @@ class PolicyBed:
     ports: dict[str, int]  # "none" / "milter": smtpd listening on CLIENT_IP
     message: Path
     message_bytes: int
+    signed: Path  # the same message, DKIM-signed by pass.test (DMARC pass by SPF and DKIM)
+
+
+def signed_message(text: str, pem: bytes) -> str:
+    """``text`` (LF line ends) with a DKIM-Signature of pass.test over its
+    CRLF form (what smtp-source sends), relaxed/simple."""
+    sig: bytes = dkim.sign(text.replace("\n", "\r\n").encode(), DKIM_SELECTOR.encode(),
+                           b"pass.test", pem, canonicalize=(b"relaxed", b"simple"),
+                           linesep=b"\n")
+    return sig.decode("ascii") + text
 
 
 @contextmanager
@@ -231,19 +246,27 @@ def policy_bed(workdir: Path, milter_spec: str) -> Iterator[PolicyBed]:
     message = workdir / "policy-message.txt"
     text = typical_message()
     message.write_text(text)
-    nsd = BenchNsd(directory=str(workdir / "nsd"), extra_ports=(53,))
+    pem, record = keypair(workdir, "bench-dkim")
+    signed = workdir / "policy-message-signed.txt"
+    signed.write_text(signed_message(text, pem))
+    zones = default_zones()
+    zones["test"] += [DMARC_RECORD, f"{DKIM_SELECTOR}._domainkey.pass TXT {txt_rdata(record)}"]
+    nsd = BenchNsd(zones, directory=str(workdir / "nsd"), extra_ports=(53,))
     with nsd:
         pf = PolicyPostfix(str(workdir / "pf-policy"), transport="discard")
         ports = {"none": pf.add_listener(CLIENT_IP).port,
                  "milter": pf.add_listener(CLIENT_IP, smtpd_milters=milter_spec).port}
         pf.start()
         try:
-            yield PolicyBed(nsd, pf, ports, message, len(text.replace("\n", "\r\n")))
+            yield PolicyBed(nsd, pf, ports, message, len(text.replace("\n", "\r\n")), signed)
         finally:
             pf.stop()
 
 
-def smtp_source(bed: PolicyBed, kind: str, sessions: int, messages: int) -> list[str]:
-    """``smtp-source`` sending the typical message from CLIENT_IP."""
-    return ["smtp-source", "-s", str(sessions), "-m", str(messages), "-F", str(bed.message),
+def smtp_source(bed: PolicyBed, kind: str, sessions: int, messages: int,
+                signed: bool = False) -> list[str]:
+    """``smtp-source`` sending the typical message (``signed``: its DKIM-signed
+    form) from CLIENT_IP."""
+    path = bed.signed if signed else bed.message
+    return ["smtp-source", "-s", str(sessions), "-m", str(messages), "-F", str(path),
             "-f", SENDER, "-t", RECIPIENT, "-M", HELO, f"{CLIENT_IP}:{bed.ports[kind]}"]

@@ -63,7 +63,8 @@ VARIANTS = {
                 "away with `SMFIP_NO*`)",
 }
 LABELS = {"none": "no milter", "pymilter": "pymilter", "ours": "ours",
-          "ours-w2": "ours, workers=2", "bms": "bms, default policy"}
+          "ours-w2": "ours, workers=2", "bms": "bms, default policy",
+          "bms-dkim": "bms, default policy, DKIM-signed message (DKIM verify, DMARC pass)"}
 POLICY_TARGET = 0.85  # issue 15: bms's full policy >= 85 % of its own no-op rate
 POLICY_COST_TARGET_MS = 0.8  # issue 15: policy CPU per typical message above the no-op
 
@@ -451,7 +452,8 @@ def measure_smtp(res: Results, mta: MtaPart, proc: MilterProcess | None, key: st
 
 # --- part 4: bms's full default policy against its own no-op milter, via Postfix ------
 
-POLICY_CONFIGS = (("none", "-"), ("pymilter", "noop"), ("ours", "noop"), ("bms", "policy"))
+POLICY_CONFIGS = (("none", "-"), ("pymilter", "noop"), ("ours", "noop"), ("bms", "policy"),
+                  ("bms-dkim", "policy+dkim"))
 
 
 def run_policy_part(res: Results, impls: dict[str, Impl], workdir: Path,
@@ -477,8 +479,9 @@ def run_policy_part(res: Results, impls: dict[str, Impl], workdir: Path,
         for rnd in range(repeats):
             log(f"policy round {rnd + 1}/{repeats}")
             for key, variant in POLICY_CONFIGS:
-                impl = None if key == "none" else bms_impl if key == "bms" else impls[key]
-                args = bms_args if key == "bms" else None
+                bms = key.startswith("bms")
+                impl = None if key == "none" else bms_impl if bms else impls[key]
+                args = bms_args if bms else None
                 with milter(impl, INET_SPEC, variant, workdir, args) as proc:
                     if proc is not None:
                         res.add_command("milters", cmdline(proc.args))
@@ -487,8 +490,9 @@ def run_policy_part(res: Results, impls: dict[str, Impl], workdir: Path,
                         sample = measure_policy(res, bed, proc, key, kind, sessions, count)
                         if sample is not None:
                             samples.setdefault((key, sessions), []).append(sample)
-                    if key == "bms" and proc is not None:
-                        check_bms_log(res, workdir / "bms-policy" / "log" / "milter.log")
+                    if bms and proc is not None:
+                        check_bms_log(res, workdir / "bms-policy" / "log" / "milter.log",
+                                      signed=key == "bms-dkim")
     variants = dict(POLICY_CONFIGS)
     for (key, sessions), got in samples.items():
         scenario = f"{sessions} session{'s' if sessions > 1 else ''}"
@@ -509,11 +513,13 @@ def measure_policy(res: Results, bed: policy.PolicyBed, proc: MilterProcess | No
                    count: int) -> tuple[float, float | None, int] | None:
     """One timed smtp-source run after a warm-up (which also fills bms's DNS
     cache, as on a live server): (msg/s, milter CPU ms/msg, count)."""
-    _warm, problem = timed_source(policy.smtp_source(bed, kind, sessions, 4 * sessions))
+    signed = key == "bms-dkim"
+    _warm, problem = timed_source(policy.smtp_source(bed, kind, sessions, 4 * sessions,
+                                                     signed))
     bed.postfix.wait_idle(300)
     if problem:
         res.problems.append(f"policy warm-up {key} -s {sessions}: {problem}")
-    args = policy.smtp_source(bed, kind, sessions, count)
+    args = policy.smtp_source(bed, kind, sessions, count, signed)
     res.add_command("policy", cmdline(args))
     cpu0 = proc.cpu() if proc else 0.0
     seconds, problem = timed_source(args)
@@ -525,16 +531,21 @@ def measure_policy(res: Results, bed: policy.PolicyBed, proc: MilterProcess | No
     return (round(count / seconds, 1), (cpu1 - cpu0) * 1000 / count if proc else None, count)
 
 
-def check_bms_log(res: Results, logfile: Path) -> None:
+def check_bms_log(res: Results, logfile: Path, signed: bool = False) -> None:
     """The policy really ran: bms saw the client, SPF passed for the sender,
-    every message was accepted, and nothing went wrong."""
+    DMARC passed (and DKIM, for the signed message), every message was
+    accepted, and nothing went wrong."""
     try:
         text = logfile.read_text(errors="replace")
     except OSError as exc:
         res.problems.append(f"policy: no bms log: {exc}")
         return
-    wanted = (f"connect from {policy.HELO} at ({policy.CLIENT_IP},",
-              f"SPF: pass policy OK for {policy.SENDER}", "ACCEPT: 1 recipient")
+    wanted: tuple[str, ...] = (f"connect from {policy.HELO} at ({policy.CLIENT_IP},",
+              f"SPF: pass policy OK for {policy.SENDER}", "ACCEPT: 1 recipient",
+              "DMARC: pass policy=reject header.from=pass.test")
+    if signed:
+        wanted += (f"DKIM: pass d=pass.test s={policy.DKIM_SELECTOR}",
+                   "DMARC: pass policy=reject header.from=pass.test (spf=pass, dkim=pass)")
     for needle in wanted:
         if needle not in text:
             res.problems.append(f"policy: bms never logged {needle!r}")
@@ -686,12 +697,15 @@ def render_policy(res: Results, w: Callable[[str], None]) -> None:
       f"({size:,} bytes: text + HTML, a 20 KB PDF attachment) is parsed and scanned by "
       "defang (`scan_zip` on), nothing in it is banned.  `no-op` is `bench/noop_milter.py` "
       "on our Milter; `bms` is `python -m bms -c pymilter.cfg -c overlay` (commands below); "
-      "both serve the same Postfix listener over TCP, one worker.")
+      "both serve the same Postfix listener over TCP, one worker.  pass.test publishes "
+      "`p=reject`: DMARC passes by aligned SPF; the DKIM-signed run sends the same message "
+      "signed by pass.test (rsa-sha256, 1024 bits), verified by bms, DMARC passing by both.")
     w("")
     w("| sessions | no milter | pymilter no-op | no-op milter (min-max) | "
       "bms, default policy (min-max) | bms / no-op | pymilter no-op CPU/msg | no-op CPU/msg | "
-      "bms CPU/msg | policy cost/msg |")
-    w("|---|---|---|---|---|---|---|---|---|---|")
+      "bms CPU/msg | policy cost/msg | bms, DKIM-signed (min-max) | signed / no-op | "
+      "signed CPU/msg |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     def rate(m: Measurement | None) -> str:
         if m is None:
             return "-"
@@ -706,11 +720,14 @@ def render_policy(res: Results, w: Callable[[str], None]) -> None:
         cells = {m.impl: m for m in rows if m.scenario == scenario}
         r = _ratio(cells.get("bms"), cells.get("ours"))
         cost = _cost(cells.get("bms"), cells.get("ours"))
+        rs = _ratio(cells.get("bms-dkim"), cells.get("ours"))
         w(f"| {scenario.split()[0]} | {rate(cells.get('none'))} | "
           f"{rate(cells.get('pymilter'))} | {rate(cells.get('ours'))} | "
           f"{rate(cells.get('bms'))} | {_f(None if r is None else r * 100)} % | "
           f"{cpu(cells.get('pymilter'))} | {cpu(cells.get('ours'))} | {cpu(cells.get('bms'))} | "
-          f"{'-' if cost is None else _f(cost, 2) + ' ms'} |")
+          f"{'-' if cost is None else _f(cost, 2) + ' ms'} | "
+          f"{rate(cells.get('bms-dkim'))} | {_f(None if rs is None else rs * 100)} % | "
+          f"{cpu(cells.get('bms-dkim'))} |")
     w("")
 
 

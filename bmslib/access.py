@@ -10,7 +10,8 @@ File format (what sendmail's ``makemap`` and Postfix's ``postmap`` read):
   the layout of access maps built with ``tr : !``), or untagged; keys are
   case-insensitive (makemap and postmap fold them to lower case);
 * values: ``OK``, ``RELAY`` (= OK), ``CBV``, ``DSN``, ``REJECT``,
-  ``TEMPFAIL``, ``WHITELIST``, ``BLACKLIST``, ``BAN``, ``DISCARD``, ``SKIP``
+  ``TEMPFAIL``, ``WHITELIST``, ``BLACKLIST``, ``BAN``, ``DISCARD``, ``QUARANTINE``
+  (DMARC keys), ``SKIP``
   (stop looking: the built-in default applies) in any case, and sendmail's
   ``ERROR:"550 5.7.1 text"``, ``ERROR:5.7.1:550 text``, ``ERROR:550 text``
   (quotes optional);
@@ -81,6 +82,7 @@ _KEYWORDS: dict[str, AccessKind | None] = {
     "blacklist": AccessKind.BLACKLIST,
     "ban": AccessKind.BAN,
     "discard": AccessKind.DISCARD,
+    "quarantine": AccessKind.QUARANTINE,
     "skip": None,  # sendmail's SKIP: no entry here, and do not look further
 }
 
@@ -126,7 +128,8 @@ def parse_value(text: str) -> AccessValue | None:
     kw = word.lower()
     if kw not in _KEYWORDS:
         raise _Malformed(f"unknown value {word!r} (expected OK, CBV, DSN, REJECT, TEMPFAIL, "
-                         "WHITELIST, BLACKLIST, BAN, DISCARD, RELAY, SKIP or ERROR:...)")
+                         "WHITELIST, BLACKLIST, BAN, DISCARD, QUARANTINE, RELAY, SKIP "
+                         "or ERROR:...)")
     if rest:
         raise _Malformed(f"unexpected text after {word}: {rest!r}")
     kind = _KEYWORDS[kw]

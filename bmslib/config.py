@@ -605,6 +605,32 @@ SCHEMA: Mapping[str, Section] = {s.name: s for s in (
                      optional=True),
                 _opt("selector", STR, "default", "selector (s=)"),
             )}),
+    Section("dmarc", "DMARC for outside mail (policy from the DMARC-* access keys)",
+            {o.name: o for o in (
+                _opt("enabled", BOOL, True, "evaluate DMARC after SPF and DKIM"),
+                _opt("trusted_arc_sealers", WORDS, (),
+                     "ARC sealers (d= of the newest ARC-Seal) whose valid chain lets a "
+                     "DMARC or SPF failure of forwarded mail through"),
+                _opt("report_org", STR, "", "org_name of aggregate reports (bms dmarc report; "
+                     "empty: bms)"),
+                _opt("report_email", STR, "", "email of aggregate reports (the reporter's "
+                     "contact address)"),
+            )}),
+    Section("arc", "ARC: chains of outside mail are always verified; with privkey and "
+            "domain, mail with our Authentication-Results is sealed", {o.name: o for o in (
+                _opt("privkey", PATH, None, "PEM private key; with domain turns sealing on",
+                     optional=True),
+                _opt("domain", DOMAIN, None, "sealing domain (d=); required with privkey",
+                     optional=True),
+                _opt("selector", STR, "default", "selector (s=)"),
+            )}),
+    Section("dnsbl", "DNS blocklists (policy from the DNSBL:/RHSBL: access keys)",
+            {o.name: o for o in (
+                _opt("zones", STR, "", "IP lists for the client: zone or "
+                     "zone=127.0.0.2,127.0.0.4 (only those answers list), blank-separated"),
+                _opt("rhsbl", STR, "", "domain lists for the HELO name, the MAIL FROM "
+                     "domain and the From: domain (same form)"),
+            )}),
     Section("dns", "the resolver used for SPF, PTR, MX", {o.name: o for o in (
         _opt("nameservers", NAMESERVERS, (),
              "IP, IP:PORT or [IPv6]:PORT; empty: those of /etc/resolv.conf"),

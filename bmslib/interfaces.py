@@ -94,7 +94,24 @@ class AddressLists(Protocol):
         ...
 
 
-class StateStore(BanStore, AddressLists, Protocol):
+class ReportCounters(Protocol):
+    """DMARC aggregate-report data (the state store; ``bmslib.policy.dmarcreport``):
+    counters per UTC day (days since the epoch) and opaque row key, kept
+    :data:`REPORT_DAYS` days."""
+
+    def report_count(self, day: int, key: str, count: int = 1) -> None:
+        """Add ``count`` to counter ``key`` of ``day``."""
+        ...
+
+    def report_counts(self, first_day: int, last_day: int) -> list[tuple[int, str, int]]:
+        """``(day, key, count)`` of every counter of those days (inclusive), sorted."""
+        ...
+
+
+REPORT_DAYS = 62  # days aggregate-report counters are kept
+
+
+class StateStore(BanStore, AddressLists, ReportCounters, Protocol):
     """Everything the state store offers (SPEC §6): SQLite
     (``bmslib.state.sqlite``) or Redis (``bmslib.state.redis``), the same
     semantics, checked by one contract test suite.

@@ -116,6 +116,8 @@ class BmsMilter(Milter.Base):
             self.delrcpt(rcpt)
         for rcpt in result.add_rcpts:
             self.addrcpt(rcpt)
+        if result.quarantine:
+            self.quarantine(result.quarantine)
         return Milter.CONTINUE
 
     def abort(self) -> int:

@@ -36,6 +36,7 @@ from .policy.checks import CheckSettings
 from .policy.connection import ConnectionSettings, IpList
 from .policy.content import content_settings
 from .policy.decision import AccessValue
+from .policy.dmarc import DmarcCheck
 from .policy.dsn import TemplateError, load_templates
 from .policy.greylist import StoreUnavailable
 from .policy.message import MessageSettings, Saver
@@ -46,8 +47,10 @@ from .policy.spf import SpfPolicy, SpfSettings
 from .policy.spfquery import SpfResolver
 from .runtime_features import RuntimeBuildError as RuntimeBuildError
 from .runtime_features import (
+    arc_settings,
     datadir_path,
     dkim_settings,
+    dnsbl_from,
     greylist_settings,
     srs_from,
 )
@@ -142,6 +145,9 @@ def policy_settings(config: Config) -> PolicySettings:
         message=message_settings(config),
         greylist=greylist_settings(config),
         dkim=dkim_settings(config),
+        arc=arc_settings(config),
+        trusted_arc_sealers=frozenset(d.lower() for d in _words(g("dmarc",
+                                                                  "trusted_arc_sealers"))),
         email_providers=frozenset(d.lower() for d in _words(g("milter", "email_providers"))),
     )
 
@@ -382,7 +388,9 @@ def build_runtime(config: Config, *, store: StateStore | None = None,
     spf = SpfPolicy(spf_settings(config), resolver, access)
     services = Services(access=access, store=store, clock=clock, resolver=resolver,
                         spf=spf, cbv=cbv, is_dynamic=dynip.is_dynamic,
-                        archive=archive_from(config), save=tempdir_saver(config), srs=srs)
+                        archive=archive_from(config), save=tempdir_saver(config), srs=srs,
+                        dmarc=DmarcCheck(resolver) if config.get("dmarc", "enabled") else None,
+                        dnsbl=dnsbl_from(config, resolver))
     return Runtime(config, settings, services, store, ids, access)
 
 

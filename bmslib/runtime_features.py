@@ -13,7 +13,9 @@ import os
 from collections.abc import Callable, Iterable
 
 from .config import Config
+from .policy.arc import ArcError, ArcSettings, seal
 from .policy.dkim import DkimError, DkimSettings, sign
+from .policy.dnsbl import BlocklistResolver, Blocklists, DnsblSettings, Zone, parse_zones
 from .policy.greylist import GreylistSettings
 from .policy.srs import Srs, SrsSettings, validate
 
@@ -81,6 +83,36 @@ def srs_from(config: Config, clock: Callable[[], float]) -> Srs | None:
 _PROBE = (b"From: probe@example.invalid\r\nSubject: key check\r\n\r\nkey check\r\n")
 
 
+def _read_key(config: Config, section: str, name: str) -> tuple[str, bytes]:
+    """(path, bytes) of a private key file (relative to datadir)."""
+    path = datadir_path(config, name)
+    try:
+        with open(path, "rb") as f:
+            return path, f.read()
+    except OSError as exc:
+        raise RuntimeBuildError(
+            f"[{section}] privkey: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def arc_settings(config: Config) -> ArcSettings | None:
+    """``[arc]``: the sealing key (read now, and tried once) when ``privkey``
+    and ``domain`` are set; None otherwise."""
+    g = config.get
+    privkey_path = g("arc", "privkey")
+    domain = str(g("arc", "domain") or "").lower()
+    if not privkey_path or not domain:
+        return None
+    path, key = _read_key(config, "arc", str(privkey_path))
+    settings = ArcSettings(privkey=key, domain=domain,
+                           selector=str(g("arc", "selector") or "default"))
+    try:
+        seal(b"Authentication-Results: probe.invalid; arc=none\r\n" + _PROBE, settings,
+             "probe.invalid")
+    except ArcError as exc:
+        raise RuntimeBuildError(f"[arc] privkey: {path}: {exc}") from None
+    return settings
+
+
 def dkim_settings(config: Config) -> DkimSettings:
     """``[dkim]``: the signing key (read now, and tried once) when ``privkey``
     and ``domain`` are set; verification settings otherwise."""
@@ -89,13 +121,7 @@ def dkim_settings(config: Config) -> DkimSettings:
     domain = str(g("dkim", "domain") or "").lower()
     if not privkey_path or not domain:
         return DkimSettings()
-    path = datadir_path(config, str(privkey_path))
-    try:
-        with open(path, "rb") as f:
-            key = f.read()
-    except OSError as exc:
-        raise RuntimeBuildError(
-            f"[dkim] privkey: cannot read {path}: {exc.strerror or exc}") from None
+    path, key = _read_key(config, "dkim", str(privkey_path))
     settings = DkimSettings(privkey=key, domain=domain,
                             selector=str(g("dkim", "selector") or "default"))
     try:
@@ -103,3 +129,16 @@ def dkim_settings(config: Config) -> DkimSettings:
     except DkimError as exc:
         raise RuntimeBuildError(f"[dkim] privkey: {path}: {exc}") from None
     return settings
+
+
+def dnsbl_from(config: Config, resolver: BlocklistResolver) -> Blocklists | None:
+    """``[dnsbl]``: the blocklists, or None when no zone is configured."""
+    zones: dict[str, tuple[Zone, ...]] = {}
+    for option in ("zones", "rhsbl"):
+        try:
+            zones[option] = parse_zones(str(config.get("dnsbl", option) or ""))
+        except ValueError as exc:
+            raise RuntimeBuildError(f"[dnsbl] {option}: {exc}") from None
+    if not zones["zones"] and not zones["rhsbl"]:
+        return None
+    return Blocklists(DnsblSettings(zones["zones"], zones["rhsbl"]), resolver)

@@ -61,6 +61,7 @@ class FakeStore:
         self.cache: dict[tuple[str, str], tuple[str, float]] = {}
         self.grey: dict[GreylistKey, GreylistRecord] = {}
         self.counters: dict[str, int] = {}
+        self.reports: dict[tuple[int, str], int] = {}
         self.down = False
 
     def _up(self) -> None:
@@ -133,6 +134,14 @@ class FakeStore:
 
     def purge_greylist(self, now: float, settings: GreylistSettings) -> int:
         return 0
+
+    def report_count(self, day: int, key: str, count: int = 1) -> None:
+        self._up()
+        self.reports[(day, key)] = self.reports.get((day, key), 0) + count
+
+    def report_counts(self, first_day: int, last_day: int) -> list[tuple[int, str, int]]:
+        return sorted((d, k, c) for (d, k), c in self.reports.items()
+                      if first_day <= d <= last_day)
 
     def close(self) -> None:
         pass

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from ..state.lists import BLACKLIST, WHITELIST
-from . import access, bans, greylist, lists, offline, stats
+from . import access, bans, dmarc, greylist, lists, offline, stats
 from .common import CommandError, Run, add_config_option
 
 
@@ -38,6 +38,7 @@ GROUPS: tuple[Group, ...] = (
     Group(access.NAME, access.HELP, access.add_arguments),
     Group(offline.NAME, offline.HELP, offline.add_arguments),
     Group(stats.NAME, stats.HELP, stats.add_arguments),
+    Group(dmarc.NAME, dmarc.HELP, dmarc.add_arguments),
 )
 
 

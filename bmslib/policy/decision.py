@@ -74,6 +74,7 @@ class AccessKind(enum.Enum):
     BLACKLIST = "BLACKLIST"
     BAN = "BAN"
     DISCARD = "DISCARD"
+    QUARANTINE = "QUARANTINE"  # the milter quarantine action (DMARC-* keys)
     ERROR = "ERROR"  # ERROR:"550 5.7.1 text" / ERROR:5.7.1:550 text: sent as written
 
 

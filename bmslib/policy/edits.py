@@ -34,6 +34,7 @@ class EomResult:
     add_rcpts: tuple[str, ...] = ()  # "<user@domain>"
     del_rcpts: tuple[str, ...] = ()  # as the MTA gave them
     new_sender: str | None = None  # "<address>" for chgfrom (SRS)
+    quarantine: str = ""  # reason for the milter quarantine action (DMARC), "" for none
 
 
 def _nth(headers: Sequence[Header], name: str, n: int) -> int | None:

@@ -27,12 +27,14 @@ from ..interfaces import Access, Archive, Clock, Resolver, StateStore
 from ..log import escape
 from ..logfields import decision
 from ..spool import MessageSpool
-from . import checks, dkimstep, dsnreply
+from . import arc, checks, dkimstep, dmarcreport, dmarcstep, dnsbl, dsnreply
 from .address import Address, parse_address
+from .arc import ArcResult, ArcSettings
 from .checks import CheckSettings
 from .connection import Connection, ConnectionSettings, classify
 from .decision import CONTINUE, Action, Decision
-from .dkim import DkimSettings, authres_items
+from .dkim import DkimResult, DkimSettings, authres_items
+from .dmarc import DmarcOutcome
 from .edits import EomResult, HeaderEdit, apply_edits
 from .greylist import GreylistSettings, StoreUnavailable, decide, decide_unavailable, greylist_key
 from .headertext import header_safe, pvalue
@@ -74,6 +76,11 @@ class SpfStep(Protocol):
     def __call__(self, conn: Connection, helo: str, sender: Address) -> SpfResult: ...
 
 
+class DmarcStep(Protocol):
+    def __call__(self, from_domains: Sequence[str], spf_result: str, spf_domain: str,
+                 dkim_results: Sequence[DkimResult]) -> DmarcOutcome: ...
+
+
 class CbvStep(Protocol):
     def __call__(self, request: CbvRequest, variables: Mapping[str, str]) -> Decision: ...
 
@@ -89,6 +96,8 @@ class PolicySettings:
     message: MessageSettings = field(default_factory=MessageSettings)
     greylist: GreylistSettings | None = None  # None: off
     dkim: DkimSettings | None = None  # signing key and domain (verification is always on)
+    arc: ArcSettings | None = None  # [arc] sealing key and domain (verification is always on)
+    trusted_arc_sealers: frozenset[str] = frozenset()  # [dmarc] trusted_arc_sealers
     email_providers: frozenset[str] = frozenset()  # ban the mailbox, never the domain
     auto_whitelist_days: float = 60.0  # recipients of internal senders
     blacklist_days: float = 30.0
@@ -108,6 +117,8 @@ class Services:
     archive: Archive | None = None  # [wiretap] archive
     save: Saver | None = None  # saves the original of a defanged message, returns the path
     srs: Srs | None = None  # [srs] with a secret
+    dmarc: DmarcStep | None = None  # [dmarc] enabled
+    dnsbl: dnsbl.Blocklists | None = None  # [dnsbl] zones / rhsbl
 
 
 # Demerits per offence (the original's weights).
@@ -150,6 +161,11 @@ class SmtpSession:
         self.srs_reversed: list[tuple[str, str]] = []  # (recipient as given, original)
         self.valid_bounce = False  # a bounce to a valid SRS address
         self.dkim: dkimstep.DkimOutcome | None = None
+        self.spf_deferred = False  # an SPF reject waits for the ARC chain
+        self.from_domains: list[str] = []  # domains of the From: field(s), for DMARC
+        self.dmarc: DmarcOutcome | None = None
+        self.arc: ArcResult | None = None
+        self.quarantine = ""  # why the message goes to quarantine (DNSBL, DMARC)
         self._close_spool()
 
     def _close_spool(self) -> None:
@@ -283,8 +299,33 @@ class SmtpSession:
             if d.final:
                 return d
         if not internal and sender.qualified:
-            return self._lists(conn, sender)
+            d = self._lists(conn, sender)
+            if d.final:
+                return d
+        if not internal:
+            return self._blocklists(conn, sender)
         return CONTINUE
+
+    def _blocklists(self, conn: Connection, sender: Address) -> Decision:
+        """The client IP, HELO name and MAIL FROM domain against the DNS
+        blocklists (a delayed reject); not for trusted or whitelisted clients."""
+        lists = self.services.dnsbl
+        if (lists is None or conn.trusted or conn.local or self.whitelist
+                or self._pending() is not None):
+            return CONTINUE
+        listing = conn.ip and lists.check_ip(conn.ip)
+        listing = listing or lists.check_domain(self.helo_name or "", "HELO")
+        if not listing and sender.qualified:
+            listing = lists.check_domain(sender.domain, "MAIL FROM")
+        return self._listed(listing) if listing else CONTINUE
+
+    def _listed(self, listing: dnsbl.Listing, delayable: bool = True) -> Decision:
+        d, quarantine = dnsbl.verdict(listing, self.services.access)
+        if quarantine:
+            self.quarantine = self.quarantine or quarantine
+        if d.action is Action.REJECT:
+            self._offense("policy", d.tag)
+        return self._apply(d, delayable=delayable)
 
     def _query(self, op: Callable[[float], T], default: T) -> T:
         """A read of the state store; when the store is down (the store logs
@@ -396,7 +437,17 @@ class SmtpSession:
     def data(self) -> Decision:
         self.data_seen = True
         pending = self._pending()
+        if pending is not None and self._arc_may_rescue(pending):
+            self.spf_deferred = True  # answered at end of message, after ARC
+            return CONTINUE
         return self._answer(pending) if pending is not None else CONTINUE
+
+    def _arc_may_rescue(self, pending: Decision) -> bool:
+        """An SPF reject of the message, with trusted ARC sealers configured:
+        a forwarded message may still be let through by its ARC chain."""
+        return (bool(self.settings.trusted_arc_sealers) and self.conn_pending is None
+                and pending is self.msg_pending and pending.action is Action.REJECT
+                and pending.tag.startswith("SPF ") and self.services.resolver is not None)
 
     def header(self, name: str, value: str) -> Decision:
         self._spool().add_header(name, value)
@@ -409,9 +460,11 @@ class SmtpSession:
             self.subject = value
         elif key in ("from", "sender"):
             self.has_sender_header = self.has_sender_header or key == "sender"
-            self.author_domains.extend(
-                addr.rpartition("@")[2].lower().rstrip(">").strip()
-                for _, addr in getaddresses([value]) if "@" in addr)
+            domains = [addr.rpartition("@")[2].lower().rstrip(">").strip()
+                       for _, addr in getaddresses([value]) if "@" in addr]
+            self.author_domains.extend(domains)
+            if key == "from":
+                self.from_domains.extend(domains or [""])
         elif key in ("received-spf", "authentication-results") and self._claims_us(key, value):
             self.forged.append((name, n))
         return CONTINUE
@@ -423,6 +476,14 @@ class SmtpSession:
                         whitelisted=self.whitelist, dry_run=self.settings.dry_run)
 
     def eoh(self) -> Decision:
+        lists, conn = self.services.dnsbl, self._conn()
+        if (lists is not None and self._external(conn) and not self.whitelist
+                and len(set(self.from_domains)) == 1 and self._pending() is None):
+            listing = lists.check_domain(self.from_domains[0], "From:")
+            if listing is not None:
+                d = self._listed(listing, delayable=False)  # after DATA: answer now
+                if d.final:
+                    return d
         d = check_headers(self.settings.message, self._envelope(), self._spool().headers)
         if d.final:
             self._offense("content", d.tag)
@@ -464,7 +525,19 @@ class SmtpSession:
             answer = self._answer(pending)
             if answer.final:
                 return EomResult(answer)
-        # (With DATA seen, a pending reject was answered there: only a dry run gets here.)
+        # (With DATA seen, a pending reject was answered there: only a dry run, or an
+        # SPF reject that a trusted ARC sealer may rescue, gets here.)
+        if self.spf_deferred and pending is not None:
+            self._arc_verify(self._spool())
+            sealer = self._trusted_sealer()
+            if not sealer:
+                answer = self._answer(pending)
+                if answer.final:
+                    return EomResult(answer)
+            else:
+                log.info("%s: let through: forwarded, ARC pass sealed by trusted %s",
+                         escape(pending.tag), escape(sealer))
+                self.msg_pending = None
         spf = self.spf
         # An auto-whitelisted sender needs no call-back, unless SPF found fault.
         probation = self.auto_whitelisted and (spf is None or spf.result not in
@@ -481,6 +554,16 @@ class SmtpSession:
         d = self._dkim_verify(spool)
         if d.final:
             return EomResult(d)
+        self._arc_verify(spool)
+        d, quarantine = self._dmarc()
+        if d.final:
+            return EomResult(d)
+        quarantine = self.quarantine or quarantine
+        if self.quarantine and self.settings.dry_run:
+            log.info("DRYRUN QUARANTINE: %s", escape(self.quarantine))
+            quarantine = ""
+        elif self.quarantine:
+            log.info("QUARANTINE: %s", escape(self.quarantine))
         content = finish(self.settings.message, self._envelope(), spool, self.services.save)
         if content.decision.final:
             answer = self._answer(content.decision)
@@ -503,8 +586,10 @@ class SmtpSession:
         sig = self._dkim_sign(spool, edits, content.body)
         if sig is not None:
             edits.append(HeaderEdit("insert", "DKIM-Signature", sig, index=0))
+        if authres:
+            edits.extend(self._arc_seal(spool, edits, content.body))
         result = EomResult(CONTINUE, tuple(edits), content.body, add_rcpts, del_rcpts,
-                           new_sender)
+                           new_sender, quarantine)
         d = self._archive(result)
         if d.final:
             answer = self._answer(d)
@@ -554,6 +639,82 @@ class SmtpSession:
         self.whitelist = self.whitelist or outcome.whitelist
         return self._answer(outcome.decision) if outcome.decision.final else CONTINUE
 
+    def _arc_verify(self, spool: MessageSpool) -> None:
+        """The ARC chain of outside mail (``arc=`` in Authentication-Results)."""
+        resolver = self.services.resolver
+        if resolver is None or not self._external(self._conn()) or self.arc is not None:
+            return
+        if not arc.has_arc(spool.headers):
+            self.arc = ArcResult("none")
+            return
+        message = dkimstep.message_bytes(spool.headers, spool.body, dkimstep.VERIFY_MAX)
+        if message is None:
+            self.arc = ArcResult("none", reason="message too large to verify")
+            return
+        self.arc = arc.verify(message, resolver.txt)
+        r = self.arc
+        log.info("ARC: %s%s%s", r.result, escape(f" i={r.instances} d={r.sealer}")
+                 if r.sealer else "", escape(f" ({r.reason})") if r.reason else "")
+
+    def _trusted_sealer(self) -> str:
+        r = self.arc
+        if r is not None and r.result == "pass" and r.sealer in self.settings.trusted_arc_sealers:
+            return r.sealer
+        return ""
+
+    def _dmarc(self) -> tuple[Decision, str]:
+        """DMARC for outside mail, after SPF and DKIM: the answer when the
+        policy refuses it, and the quarantine reason ("" for none)."""
+        check, sender = self.services.dmarc, self.sender
+        if check is None or sender is None or not self._external(self._conn()):
+            return CONTINUE, ""
+        spf = self.spf
+        spf_domain = sender.domain if sender.qualified else (self.helo_name or "")
+        dkim = self.dkim.results if self.dkim is not None else ()
+        outcome = check(self.from_domains, spf.result if spf is not None else "none",
+                        spf_domain, dkim)
+        self.dmarc = outcome
+        sealer = self._trusted_sealer()
+        v = dmarcstep.verdict(outcome, self.services.access, self.whitelist, sealer)
+        answer, quarantine = CONTINUE, v.quarantine
+        if v.decision.final:
+            if v.decision.action is Action.REJECT:
+                self._offense("policy", v.decision.tag)
+            answer = self._answer(v.decision)
+        elif v.quarantine and self.settings.dry_run:
+            log.info("DRYRUN QUARANTINE: %s", escape(v.quarantine))
+            quarantine = ""
+        elif v.quarantine:
+            log.info("QUARANTINE: %s", escape(v.quarantine))
+            metrics.decision("quarantine", v.tag)
+        self._count_report(outcome, answer, quarantine, sealer, spf_domain, dkim)
+        return answer, quarantine
+
+    def _count_report(self, outcome: DmarcOutcome, answer: Decision, quarantine: str,
+                      sealer: str, spf_domain: str, dkim: Sequence[DkimResult]) -> None:
+        """The aggregate-report row of this message, counted in the state store
+        (a store that is down loses the count, never the mail)."""
+        disposition = ("reject" if answer.action is Action.REJECT else
+                       "quarantine" if quarantine else "none")
+        reason = ""
+        if outcome.result == "fail":
+            if sealer:
+                reason = "trusted_forwarder"
+            elif disposition != outcome.disposition:
+                reason = "local_policy"
+            elif outcome.sampled_out:
+                reason = "sampled_out"
+        spf = self.spf.result if self.spf is not None else "none"
+        row = dmarcreport.report_row(outcome, self._conn().ip or "", disposition, reason,
+                                     spf_domain, spf, dkim)
+        if row is None:
+            return
+        day = int(self.services.clock.now() // dmarcreport.DAY)
+        try:
+            self.services.store.report_count(day, row.key())
+        except StoreUnavailable:
+            pass  # logged by the store
+
     def _dkim_sign(self, spool: MessageSpool, edits: Sequence[HeaderEdit],
                    body: IO[bytes] | None) -> str | None:
         """The signature of internal mail, over the message as it will leave."""
@@ -565,6 +726,25 @@ class SmtpSession:
         assert self.settings.dkim is not None
         return dkimstep.signature(apply_edits(spool.headers, edits), body or spool.body,
                                   self.settings.dkim)
+
+    def _arc_seal(self, spool: MessageSpool, edits: Sequence[HeaderEdit],
+                  body: IO[bytes] | None) -> list[HeaderEdit]:
+        """``[arc]``: our ARC set over the message as it will leave (after
+        every other edit, with our Authentication-Results); sealing never
+        blocks mail."""
+        settings = self.settings.arc
+        if settings is None or not settings.privkey:
+            return []
+        message = dkimstep.message_bytes(apply_edits(spool.headers, edits), body or spool.body)
+        assert message is not None
+        try:
+            fields = arc.seal(message, settings, self._conn().receiver)
+        except arc.ArcError as exc:
+            log.warning("ARC: not sealed: %s", escape(str(exc)))
+            return []
+        log.info("ARC: sealed d=%s s=%s", settings.domain, escape(settings.selector))
+        # Inserted at the top one by one: the last inserted ends up first.
+        return [HeaderEdit("insert", name, value, index=0) for name, value in reversed(fields)]
 
     def _srs_recipients(self, add: tuple[str, ...], delete: tuple[str, ...]
                         ) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -669,6 +849,10 @@ class SmtpSession:
             items.extend(spf.authres)
         if self.dkim is not None and self.dkim.results:
             items.extend(authres_items(self.dkim.results))
+        if self.dmarc is not None:
+            items.append(self.dmarc.authres())
+        if self.arc is not None:
+            items.append(self.arc.authres())
         if not items:
             return ""
         return conn.receiver + ";\n\t" + ";\n\t".join(items)

@@ -31,6 +31,7 @@ class OverlayStore:
         self._cache: dict[tuple[str, str], tuple[str, float]] = {}
         self._grey: dict[GreylistKey, GreylistRecord] = {}
         self._counters: dict[str, int] = {}
+        self._reports: dict[tuple[int, str], int] = {}
 
     def ban_ip(self, ip: str, until: float, reason: str) -> None:
         self._bans[("ip", ip)] = BanEntry("ip", ip, until, reason)
@@ -104,6 +105,16 @@ class OverlayStore:
 
     def purge_greylist(self, now: float, settings: GreylistSettings) -> int:
         return 0
+
+    def report_count(self, day: int, key: str, count: int = 1) -> None:
+        self._reports[(day, key)] = self._reports.get((day, key), 0) + count
+
+    def report_counts(self, first_day: int, last_day: int) -> list[tuple[int, str, int]]:
+        merged = {(d, k): n for d, k, n in self.base.report_counts(first_day, last_day)}
+        for (day, key), n in self._reports.items():
+            if first_day <= day <= last_day:
+                merged[(day, key)] = merged.get((day, key), 0) + n
+        return sorted((d, k, n) for (d, k), n in merged.items())
 
     def close(self) -> None:
         self.base.close()

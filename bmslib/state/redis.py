@@ -31,6 +31,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ..interfaces import REPORT_DAYS
 from ..policy.greylist import GreylistKey, GreylistSettings, GreylistVerdict, StoreUnavailable
 from .lists import check_kind, entry_key, lookup_keys
 from .records import BAN_KINDS, BanEntry, GreylistEntry, GreylistMatch, ListEntry, ban_keys
@@ -287,6 +288,30 @@ class RedisStore:
         """Reserve ``count`` consecutive numbers of counter ``name`` (from 1); the first."""
         last = int(self._call(lambda: self._redis.incrby(f"{PREFIX}counter:{name}", count)))
         return last - count + 1
+
+    # --- aggregate-report counters (a hash per day) -----------------------------------
+
+    def report_count(self, day: int, key: str, count: int = 1) -> None:
+        name = f"{PREFIX}report:{day}"
+
+        def op() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hincrby(name, key, count)
+            pipe.expireat(name, (day + 1 + REPORT_DAYS) * 86400)
+            return pipe.execute()
+        self._call(op)
+
+    def report_counts(self, first_day: int, last_day: int) -> list[tuple[int, str, int]]:
+        days = list(range(first_day, last_day + 1))
+
+        def op() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for day in days:
+                pipe.hgetall(f"{PREFIX}report:{day}")
+            return pipe.execute()
+        found = self._call(op)
+        return sorted((day, str(k), int(v)) for day, rows in zip(days, found, strict=True)
+                      for k, v in rows.items())
 
     # --- greylisting ------------------------------------------------------------------
 

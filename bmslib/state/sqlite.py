@@ -12,6 +12,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from ..interfaces import REPORT_DAYS
 from ..policy.greylist import GreylistKey, GreylistSettings, GreylistVerdict
 from . import greylist as _greylist
 from .lists import check_kind, entry_key, lookup_keys
@@ -41,6 +42,12 @@ CREATE TABLE IF NOT EXISTS lists (
     entry TEXT NOT NULL,         -- lowercased address or bare domain
     until REAL NOT NULL,         -- expiry, seconds since the epoch; inf: manual, never
     PRIMARY KEY (kind, entry)
+);
+CREATE TABLE IF NOT EXISTS reports (
+    day INTEGER NOT NULL,        -- UTC days since the epoch
+    key TEXT NOT NULL,           -- the report row (bmslib.policy.dmarcreport)
+    count INTEGER NOT NULL,
+    PRIMARY KEY (day, key)
 );
 """
 
@@ -136,8 +143,10 @@ class SqliteStore:
     def purge(self, now: float) -> int:
         """Delete expired bans, cache and list entries; the number removed."""
         db = self._db()
+        old = int(now // 86400) - REPORT_DAYS
         return sum(db.execute(f"DELETE FROM {table} WHERE until <= ?", (now,)).rowcount
-                   for table in ("bans", "cache", "lists"))
+                   for table in ("bans", "cache", "lists")) + db.execute(
+            "DELETE FROM reports WHERE day < ?", (old,)).rowcount
 
     # --- caches (CBV results, ...) ----------------------------------------------------
 
@@ -199,6 +208,18 @@ class SqliteStore:
             db.execute("ROLLBACK")
             raise
         return first
+
+    # --- aggregate-report counters ----------------------------------------------------
+
+    def report_count(self, day: int, key: str, count: int = 1) -> None:
+        self._db().execute("INSERT INTO reports(day, key, count) VALUES (?, ?, ?) "
+                           "ON CONFLICT(day, key) DO UPDATE SET count = count + excluded.count",
+                           (day, _storable(key), count))
+
+    def report_counts(self, first_day: int, last_day: int) -> list[tuple[int, str, int]]:
+        rows = self._db().execute("SELECT day, key, count FROM reports WHERE day BETWEEN ? "
+                                  "AND ? ORDER BY day, key", (first_day, last_day)).fetchall()
+        return [(int(d), str(k), int(c)) for d, k, c in rows]
 
     # --- greylisting ------------------------------------------------------------------
 

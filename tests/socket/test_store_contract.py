@@ -79,7 +79,7 @@ def now() -> float:
 PUBLIC = ("ban_ip", "ip_banned", "ban_domain", "domain_banned", "purge", "cache_get",
           "cache_put", "reserve", "greylist", "purge_greylist", "list_add", "listed",
           "list_remove", "close", "bans", "unban", "list_entries", "greylist_entries",
-          "greylist_pass", "greylist_forget", "ban_in_force")
+          "greylist_pass", "greylist_forget", "ban_in_force", "report_count", "report_counts")
 
 
 
@@ -112,6 +112,28 @@ def test_both_stores_have_the_whole_interface(store: Store) -> None:
     assert isinstance(store.path, str) and store.path
     assert not {name for name in dir(store) if not name.startswith("_")} - {*PUBLIC, "path"} - {
         "clock_log_interval"}  # RedisStore's log rate setting
+
+
+# --- aggregate-report counters ------------------------------------------------------------
+
+def test_report_counters_add_up_per_day_and_key(store: Store, now: float) -> None:
+    d = int(now // 86400) - 10  # counters are kept 62 days
+    store.report_count(d, '{"d":"a.example"}')
+    store.report_count(d, '{"d":"a.example"}', 2)
+    store.report_count(d + 1, '{"d":"a.example"}')
+    store.report_count(d + 5, '{"d":"a.example"}')
+    assert store.report_counts(d, d + 1) == [
+        (d, '{"d":"a.example"}', 3), (d + 1, '{"d":"a.example"}', 1)]
+    assert store.report_counts(d + 2, d + 4) == []
+    store.report_count(d + 3, "b\udce9")  # 8-bit text is stored, one way or another
+    [(day, _, count)] = store.report_counts(d + 2, d + 4)
+    assert (day, count) == (d + 3, 1)
+
+
+def test_report_counters_from_threads_are_never_lost(store: Store, now: float) -> None:
+    d = int(now // 86400) - 10  # counters are kept 62 days
+    in_threads(lambda: store.report_count(d, "k"), rounds=20)
+    assert store.report_counts(d, d) == [(d, "k", 60)]
 
 
 # --- bans ---------------------------------------------------------------------------------

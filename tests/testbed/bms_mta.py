@@ -28,6 +28,13 @@ class Mta:
 
 
 @pytest.fixture(scope="module")
+def postfix(bms: BmsDaemon) -> Iterator[Postfix]:
+    """Postfix in front of the module's ``bms`` daemon (import it into the module)."""
+    with Postfix(milters=bms.postfix_spec) as pf:
+        yield pf
+
+
+@pytest.fixture(scope="module")
 def sendmail(bms: BmsDaemon) -> Iterator[Sendmail]:
     """sendmail -bD in front of the module's ``bms`` daemon (import it into the module)."""
     with Sendmail(milter=bms.libmilter_spec, milter_name="bms",

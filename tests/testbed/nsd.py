@@ -37,6 +37,7 @@ import dns.query
 import dns.rcode
 import pytest
 
+from .milter import free_port
 from .waiting import tail, wait_for
 
 NSD = shutil.which("nsd") or "/usr/sbin/nsd"
@@ -313,6 +314,15 @@ class Nsd:
         self.stop()
 
 
+def nsd_with(records: Sequence[str]) -> Nsd:
+    """An NSD of a test module's own, on a free port: the shared test zones
+    plus ``records`` in the ``test`` zone (use it as a context manager).
+    The session NSD on 5353 is left as it is."""
+    zones = default_zones()
+    zones["test"] += records
+    return Nsd(zones, port=free_port())
+
+
 @pytest.fixture(scope="session")
 def nsd() -> Iterator[Nsd]:
     """NSD on 127.0.0.1:5353 serving :func:`default_zones`, for the whole session
@@ -360,5 +370,6 @@ __all__ = [
     "add_local_addresses",
     "default_zones",
     "nsd",
+    "nsd_with",
     "zone_text",
 ]

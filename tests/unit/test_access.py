@@ -252,7 +252,8 @@ def test_malformed_lines_are_logged_with_line_numbers_and_skipped(
     assert lines == [
         f"{path}:4: 'T:b.example': no value; line skipped",
         f"{path}:5: 'T:c.example': unknown value 'MAYBE' (expected OK, CBV, DSN, REJECT, "
-        "TEMPFAIL, WHITELIST, BLACKLIST, BAN, DISCARD, RELAY, SKIP or ERROR:...); line skipped",
+        "TEMPFAIL, WHITELIST, BLACKLIST, BAN, DISCARD, QUARANTINE, RELAY, SKIP or ERROR:...); "
+        "line skipped",
         f"{path}:6: 'T:d.example': ERROR: missing closing quote in '\"550 5.7.1 "
         "unterminated'; line skipped",
         f"{path}:7: 'T:a.example': given again (first at line 3); line skipped",

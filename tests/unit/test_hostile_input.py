@@ -21,10 +21,13 @@ import pytest
 from fakes import FakeAccess, FakeClock, FakeStore
 
 from bmslib.policy.address import parse_address
+from bmslib.policy.arc import ArcSettings
 from bmslib.policy.checks import CheckSettings
 from bmslib.policy.connection import ConnectionSettings, IpList, classify
 from bmslib.policy.decision import AccessKind, AccessValue, Action, Decision
 from bmslib.policy.dkim import DkimSettings
+from bmslib.policy.dmarc import DmarcCheck
+from bmslib.policy.dnsbl import Blocklists, DnsblSettings, parse_zones
 from bmslib.policy.greylist import GreylistSettings
 from bmslib.policy.pipeline import PolicySettings, Services, SmtpSession
 from bmslib.policy.reputation import ReputationSettings
@@ -523,3 +526,125 @@ def test_hostile_input_with_greylist_srs_and_dkim(caplog: pytest.LogCaptureFixtu
     for _ in range(2):  # the retry passes greylisting (time 0) and reaches end of message
         run(caplog, s, hostname=hostname, family=family, hostaddr=hostaddr,
             helo="helo.example", sender=sender, rcpts=SRS_RCPTS, headers=DKIM_HEADERS)
+
+
+# --- DMARC: hostile From: fields and DMARC records ------------------------------------
+
+HOSTILE_DMARC_RECORDS: dict[str, list[object]] = {
+    "_dmarc.pass.example": ["v=DMARC1; p=reject; pct=" + "9" * 500 + "; sp=\x00\r\n"],
+    "_dmarc.fail.example": [b"v=DMARC1; p=quarantine; rua=mailto:\xff@\xfe; adkim=\x1b"],
+    "_dmarc.softfail.example": ["v=DMARC1;;;=;p;p=;p==reject;" + "x=y;" * 2000],
+    "_dmarc.neutral.example": ["v=DMARC1; p=reject", "V=dmarc1 ; p=none"],
+    "_dmarc.none.example": ["v=DMARC1\u2028; p=reject"],
+    "_dmarc.temperror.example": ["v=DMARC1; p=reject; np=reject; t=y; pct=-1"],
+}
+DMARC_FROMS = [
+    "a@pass.example", "a@fail.example", "a@softfail.example", "a@neutral.example",
+    "a@none.example", "a@temperror.example", "a@x.pass.example", f"a@{CONTROL_HELO}",
+    f"a@{EIGHT_BIT_HELO}", f"a@{LONG_HELO}.example", "a@b\u00fccher.example", "",
+    "a@pass.example, b@fail.example", "<>", "undisclosed-recipients:;",
+    '"\r\nX: y" <a@pass.example>', "a@[192.0.2.1]", "a@.example", "a@-x-.example",
+]
+
+
+@pytest.mark.parametrize("from_", DMARC_FROMS, ids=[repr(x[:30]) for x in DMARC_FROMS])
+@pytest.mark.parametrize("access", ["default", "ERROR"])
+def test_hostile_from_and_dmarc_records(caplog: pytest.LogCaptureFixture, from_: str,
+                                        access: str) -> None:
+    """DMARC over hostile From: fields and records: defined verdicts, a safe
+    dmarc= item in Authentication-Results, clean log lines."""
+    resolver = zone()
+    for name, texts in HOSTILE_DMARC_RECORDS.items():
+        resolver.records[(name, "TXT")] = texts
+    table = {} if access == "default" else {
+        (tag, d): AccessValue(AccessKind.ERROR, "550", "5.7.1", "no thanks")
+        for tag in ("DMARC-Reject", "DMARC-Quarantine", "DMARC-None")
+        for d in ("pass.example", "fail.example", "softfail.example")}
+    fake_access = FakeAccess(table)
+    s = SmtpSession(SETTINGS, Services(
+        fake_access, FakeStore(), FakeClock(), resolver=resolver,
+        spf=SpfPolicy(SpfSettings(best_guess=True), resolver, fake_access),
+        dmarc=DmarcCheck(resolver, lambda: 0.5)))
+    hostname, family, hostaddr = CONNECTS["ipv4"]
+    out = run(caplog, s, hostname=hostname, family=family, hostaddr=hostaddr,
+              helo="helo.example", sender="<u@pass.example>", rcpts=("<bob@example.com>",),
+              headers=(("From", from_), ("Subject", "dmarc")))
+    assert any(m.startswith("DMARC: ") for m in caplog.messages) or any(
+        isinstance(d, Decision) and d.final for d in out[:-1]), caplog.messages
+
+
+# --- DNS blocklists: hostile answers ---------------------------------------------------
+
+class HostileBlocklistDns:
+    """Every name is listed, with junk answers and TXT records."""
+
+    def __init__(self, answers: list[str], texts: list[bytes]) -> None:
+        self.answers, self.texts = answers, texts
+
+    def a(self, name: str) -> list[str]:
+        return self.answers
+
+    def txt(self, name: str) -> list[bytes]:
+        return self.texts
+
+
+BLOCKLIST_ANSWERS = [
+    (["127.0.0.2"], [b"\r\n550 5.7.1 injected\x00", b"\xff\xfe" * 400]),
+    (["127.0.0.2"], [("%s %n \u2028 " * 300).encode()]),
+    (["127.255.255.254", "127.255.255.255"], []),
+    (["0.0.0.0", "255.255.255.255", "10.0.0.1"], [b"x"]),
+    ([f"127.0.0.{i}" for i in range(1, 255)], [b"many"] * 50),
+]
+
+
+@pytest.mark.parametrize(("answers", "texts"), BLOCKLIST_ANSWERS)
+@pytest.mark.parametrize("client", ["ipv4", "ipv6", "8-bit PTR"])
+@pytest.mark.parametrize("value", [None, AccessValue(AccessKind.QUARANTINE)])
+def test_hostile_blocklist_answers(caplog: pytest.LogCaptureFixture, answers: list[str],
+                                   texts: list[bytes], client: str,
+                                   value: AccessValue | None) -> None:
+    lists = Blocklists(DnsblSettings(parse_zones("bl.example"), parse_zones("rhs.example")),
+                       HostileBlocklistDns(answers, texts))
+    access = FakeAccess({} if value is None else {("DNSBL", "bl.example"): value,
+                                                  ("RHSBL", "rhs.example"): value})
+    s = SmtpSession(SETTINGS, Services(access, FakeStore(), FakeClock(), dnsbl=lists))
+    hostname, family, hostaddr = CONNECTS[client]
+    run(caplog, s, hostname=hostname, family=family, hostaddr=hostaddr, helo=CONTROL_HELO,
+        sender="<u@x.example>", rcpts=("<bob@example.com>",),
+        headers=(("From", f"a@{EIGHT_BIT_HELO}"), ("Subject", "x")))
+
+
+# --- ARC: hostile ARC header fields ------------------------------------------------------
+
+ARC_HEADER_SETS = [
+    (("ARC-Seal", "i=1; cv=none; a=rsa-sha256; d=x.example; s=s; b=AAAA"),),
+    (("ARC-Seal", "i=1"), ("ARC-Message-Signature", "i=1"),
+     ("ARC-Authentication-Results", "i=1")),
+    (("ARC-Seal", "i=999999999999999999999; cv=pass"), ("ARC-Seal", "i=0")),
+    (("ARC-Seal", f"i=1; d={CONTROL_HELO}; b=\x00\xff"),
+     ("ARC-Message-Signature", "i=1; h=from:arc-seal; d=x; s=y; bh=; b="),
+     ("ARC-Authentication-Results", f"i=1; {LONG_HELO}")),
+    tuple(("ARC-Seal", f"i={i}; cv=pass; d=x.example; s=s; b=") for i in range(1, 60)),
+    (("ARC-Message-Signature", EIGHT_BIT_HELO), ("ARC-Authentication-Results", "")),
+]
+
+
+@pytest.mark.parametrize("arc_headers", ARC_HEADER_SETS, ids=range(len(ARC_HEADER_SETS)))
+@pytest.mark.parametrize("seal", [False, True])
+def test_hostile_arc_headers(caplog: pytest.LogCaptureFixture,
+                             arc_headers: tuple[tuple[str, str], ...], seal: bool) -> None:
+    """ARC verification (and our sealing) over hostile ARC fields: a defined
+    arc= result, a safe A-R header, clean logs."""
+    resolver = zone()
+    fake_access = FakeAccess({})
+    settings = SETTINGS
+    if seal:  # a key dkimpy refuses: sealing is logged and skipped, never an error
+        settings = PolicySettings(connection=SETTINGS.connection, checks=CHECKS,
+                                  arc=ArcSettings(b"not a key", "example.com"))
+    s = SmtpSession(settings, Services(fake_access, FakeStore(), FakeClock(),
+                                       resolver=resolver, dmarc=DmarcCheck(resolver)))
+    hostname, family, hostaddr = CONNECTS["ipv4"]
+    run(caplog, s, hostname=hostname, family=family, hostaddr=hostaddr, helo="helo.example",
+        sender="<u@pass.example>", rcpts=("<bob@example.com>",),
+        headers=(*arc_headers, ("From", "a@pass.example"), ("Subject", "arc")))
+    assert any(m.startswith(("ARC: fail", "ARC: none")) for m in caplog.messages)
