@@ -35,6 +35,7 @@ from __future__ import annotations
 import configparser
 import difflib
 import ipaddress
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -762,7 +763,7 @@ class _Loader:
                in_file: dict[Key, str], *, include: bool) -> None:
         where = f"[{section.name}] {option}"
         if section.unimplemented:
-            self.warn((section.name, option), f"{path}: {where}: {section.unimplemented}")
+            self.warn((section.name, ""), f"{path}: [{section.name}]: {section.unimplemented}")
             return
         if section.free_form:
             if include and option in self.free.get(section.name, {}):
@@ -898,10 +899,25 @@ class _Loader:
                         f"{src.source}: [srs] secret: expected the SRS secret "
                         f"(required by {src.spelled}), got nothing")
                     break
-        self.require(("dkim", "privkey"), ("dkim", "domain"), "a domain name")
         self.require(("dkim", "domain"), ("dkim", "privkey"), "a private key file")
+        self.legacy_defaults()
         if truthy(("wiretap", "users")):
             self.require(("wiretap", "users"), ("wiretap", "dest"), "an address")
+
+
+    def legacy_defaults(self) -> None:
+        """What the original did with its own sample config: a DKIM key
+        without a domain did not sign, and no access file was the default."""
+        key = self.values.get(("dkim", "privkey"))
+        if key is not None and ("dkim", "domain") not in self.values:
+            self.warnings.append(f"{key.source}: [dkim] privkey without [dkim] domain: "
+                                 "not signing (set domain to sign)")
+        access = ("spf", "access_file")
+        default = SCHEMA["spf"].options["access_file"].default
+        if access not in self.values and not os.path.exists(default):
+            self.warnings.append(f"[spf] access_file not set and {default} does not exist: "
+                                 "no access file, the built-in SPF defaults apply")
+            self.values[access] = _Value("", "", "[spf] access_file")
 
 
 def _load(paths: Sequence[str]) -> tuple[_Loader, dict[str, tuple[str, ...]]]:

@@ -49,7 +49,9 @@ from .runtime_features import (
     datadir_path,
     dkim_settings,
     greylist_settings,
+    path_error,
     srs_from,
+    where,
 )
 from .runtime_features import words as _words
 from .smtpclient import SmtplibTransport, SmtpTransport
@@ -97,8 +99,7 @@ def address_sets(config: Config, entries: Iterable[str], option: str,
             try:
                 text = Path(path).read_text(encoding="utf-8", errors="surrogateescape")
             except OSError as exc:
-                raise RuntimeBuildError(
-                    f"[milter] {option}: cannot read {path}: {exc.strerror or exc}") from None
+                raise path_error(config, "milter", option, path, exc) from None
             domain = os.path.basename(path).lower()
             sets.setdefault(domain, set()).update(fold(w) for w in text.split())
             continue
@@ -155,8 +156,7 @@ def word_list(config: Config, section: str, option: str) -> tuple[str, ...]:
         try:
             text = Path(path).read_text(encoding="utf-8", errors="surrogateescape")
         except OSError as exc:
-            raise RuntimeBuildError(
-                f"[{section}] {option}: cannot read {path}: {exc.strerror or exc}") from None
+            raise path_error(config, section, option, path, exc) from None
         return tuple(line.strip() for line in text.splitlines()
                      if line.strip() and not line.lstrip().startswith("#"))
     return items
@@ -219,11 +219,11 @@ def tempdir_saver(config: Config) -> Saver | None:
     try:
         os.makedirs(tempdir, mode=0o700, exist_ok=True)
     except OSError as exc:
-        raise RuntimeBuildError(f"[milter] tempdir: cannot create {tempdir} as user "
-                                f"{_user()}: {exc.strerror or exc}") from None
+        raise path_error(config, "milter", "tempdir", tempdir, exc,
+                         f"cannot create as user {_user()}") from None
     if not os.access(tempdir, os.W_OK | os.X_OK):
-        raise RuntimeBuildError(f"[milter] tempdir: {tempdir} is not writable by user "
-                                f"{_user()}")
+        raise path_error(config, "milter", "tempdir", tempdir,
+                         f"not writable by user {_user()}", "cannot use")
 
     def save(spool: MessageSpool) -> str:
         return save_original(spool, tempdir)
@@ -305,7 +305,8 @@ def _sqlite(config: Config, path: str) -> SqliteStore:
     try:
         return SqliteStore(path)
     except (OSError, Exception) as exc:  # sqlite3.Error, permission problems
-        raise RuntimeBuildError(f"[state] backend: cannot open {path}: {exc}") from None
+        raise RuntimeBuildError(f"{where(config, 'state', 'backend')}: cannot open "
+                                f"{os.path.abspath(path)}: {exc}") from None
 
 
 def open_store(config: Config) -> StateStore:
@@ -348,10 +349,11 @@ def open_access(config: Config) -> AccessFile | NoAccess:
     if not path:
         return NoAccess()
     try:
-        return AccessFile(path, colon=bool(config.get("spf", "access_file_colon")),
+        return AccessFile(os.path.abspath(path),
+                          colon=bool(config.get("spf", "access_file_colon")),
                           nulls=bool(config.get("spf", "access_file_nulls")))
     except Exception as exc:  # AccessError: one line naming the file
-        raise RuntimeBuildError(f"[spf] access_file: {exc}") from None
+        raise RuntimeBuildError(f"{where(config, 'spf', 'access_file')}: {exc}") from None
 
 
 def build_runtime(config: Config, *, store: StateStore | None = None,
