@@ -105,7 +105,7 @@ class Daemon:
                 if config.get(section, option) != self.config.get(section, option):
                     log.warning("reload: [%s] %s changed; it takes effect at restart",
                                 section, option)
-            for warning in config.warnings:
+            for warning in config.warnings + runtime.warnings:
                 log.warning("config: %s", warning)
             self.config, self.runtime = config, runtime
             runtime.access.reload()
@@ -181,9 +181,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.check_config:
         try:
-            build_runtime(config)
+            checked = build_runtime(config)
         except RuntimeBuildError as exc:
             return fail(str(exc), 1)
+        for warning in checked.warnings:
+            print(f"bms: warning: {warning}", file=sys.stderr)
         print(f"bms: configuration OK ({', '.join(config.files)})")
         return 0
     logdir = args.logdir or str(config.get("milter", "logdir") or
@@ -290,6 +292,8 @@ def run_daemon(args: argparse.Namespace, paths: Sequence[str], config: Config,
         except RuntimeBuildError as exc:
             log.error("cannot start: %s", exc)
             return fail(str(exc))
+        for warning in runtime.warnings:
+            log.warning("config: %s", warning)
         maintain_store(runtime, str(config.get("milter", "logdir") or "") or None)
         daemon = built = Daemon(paths, config, runtime)
         connid.set_allocator(built.allocate_ids)

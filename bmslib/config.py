@@ -253,6 +253,39 @@ def _nameservers(text: str) -> tuple[str, ...]:
 NAMESERVERS = ValueType("nameservers", "nameservers as IP, IP:PORT or [IPv6]:PORT",
                         _nameservers, is_list=True)
 
+_ADDRESSES_EXPECTED = ("networks (192.168.0.0/16, 2001:db8::/32), addresses, globs (127.*) "
+                       "or host names")
+
+
+def _address_item(item: str) -> str:
+    """One ``internal_connect``-style item, as :class:`bmslib.policy.connection.IpList`
+    reads it; a typo that would silently become a host name is refused."""
+    if any(c in item for c in "*?["):
+        if all(c in "0123456789abcdefABCDEF.:*?[]-!" for c in item):
+            return item
+        raise _Bad(f"a list of {_ADDRESSES_EXPECTED}", item)
+    try:
+        ipaddress.ip_network(item, strict=False)
+        return item
+    except ValueError:
+        pass
+    name, slash, bits = item.partition("/")
+    if _is_domain(name.lower()) and not (slash and not (bits.isdigit() and int(bits) <= 128)):
+        return item
+    if ":" in name or name.replace(".", "").isdigit():
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            raise _Bad(f"a list of {_ADDRESSES_EXPECTED}", item) from None
+        raise _Bad(f"a list of {_ADDRESSES_EXPECTED} (a network's prefix length is at "
+                   "most 32 for IPv4, 128 for IPv6)", item)
+    raise _Bad(f"a list of {_ADDRESSES_EXPECTED}", item)
+
+
+ADDRESSES = ValueType("addresses", f"a list of {_ADDRESSES_EXPECTED}",
+                      lambda text: tuple(_address_item(w) for w in _split_words(text)),
+                      is_list=True)
+
 _SOCKET_EXPECTED = ("a milter socket: unix:/path, local:/path, /path, inet:PORT@HOST or "
                     "inet6:PORT@HOST")
 
@@ -426,14 +459,14 @@ _MILTER_OPTIONS: tuple[Option, ...] = (
     _opt("socket_group", STR, None,
          "group of a unix socket file, e.g. postfix (unset: the group bms runs as)",
          optional=True),
-    _opt("internal_connect", WORDS, (),
+    _opt("internal_connect", ADDRESSES, (),
          "internal clients: IPs, CIDRs (IPv4/IPv6), globs like 127.*, host names"),
     _opt("internal_domains", WORDS, (),
          "our MAIL FROM domains (globs); internal clients sending other ones are zombies"),
-    _opt("trusted_relay", WORDS, (), "relays (e.g. secondary MXes) that skip SPF"),
+    _opt("trusted_relay", ADDRESSES, (), "relays (e.g. secondary MXes) that skip SPF"),
     _opt("private_relay", WORDS, (),
          "recipient domains only internal clients may relay to"),
-    _opt("internal_mta", WORDS, (),
+    _opt("internal_mta", ADDRESSES, (),
          "the only internal hosts that may send DSNs (MAIL FROM:<>); empty: all"),
     _opt("hello_blacklist", WORDS, (),
          "our own names: an outsider using one as HELO is rejected"),

@@ -79,6 +79,7 @@ class Runtime:
     store: StateStore
     ids: SqliteStore  # connection ids (local to this host)
     access: AccessFile | NoAccess
+    warnings: tuple[str, ...] = ()  # one line each, for the admin (start, reload)
 
     def session(self) -> SmtpSession:
         return SmtpSession(self.settings, self.services)
@@ -381,11 +382,22 @@ def build_runtime(config: Config, *, store: StateStore | None = None,
                     timeout=float(config.get("milter", "cbv_timeout")), datadir=datadir),
         resolver, transport or SmtplibTransport(), clock, StoreCbvCache(store, clock),
         templates, message_id=None if srs is None else partial(dsnreply.message_id, srs))
+    warnings = resolve_address_lists(settings, resolver)
     spf = SpfPolicy(spf_settings(config), resolver, access)
     services = Services(access=access, store=store, clock=clock, resolver=resolver,
                         spf=spf, cbv=cbv, is_dynamic=dynip.is_dynamic,
                         archive=archive_from(config), save=tempdir_saver(config), srs=srs)
-    return Runtime(config, settings, services, store, ids, access)
+    return Runtime(config, settings, services, store, ids, access, warnings)
+
+
+def resolve_address_lists(settings: PolicySettings, resolver: SpfResolver) -> tuple[str, ...]:
+    """Host names in ``internal_connect``, ``trusted_relay`` and ``internal_mta``
+    resolved once per (re)load; one warning per name that does not resolve."""
+    lists = (("internal_connect", settings.connection.internal_connect),
+             ("trusted_relay", settings.connection.trusted_relay),
+             ("internal_mta", settings.checks.internal_mta))
+    return tuple(f"[milter] {option}: {problem}" for option, ips in lists
+                 for problem in ips.resolve(resolver))
 
 
 def maintain_store(runtime: Runtime, logdir: str | None) -> None:

@@ -296,14 +296,6 @@ def test_bad_check_user_entries_are_one_line_errors(tmp_path: Path, value: str,
         assert "[milter] check_user: " in text and needle in text
 
 
-@pytest.mark.parametrize("option", ["internal_connect", "trusted_relay", "internal_mta"])
-def test_bad_address_list_entry_is_a_runtime_build_error(tmp_path: Path, option: str) -> None:
-    cfg = config_of(tmp_path, f"[milter]\n{option} = 10.0.0.0/8, mx.example/abc\n")
-    with pytest.raises(RuntimeBuildError) as info:
-        build(cfg, tmp_path)
-    assert one_line(info.value).startswith(f"[milter] {option}")
-
-
 def test_case_sensitive_localpart_is_honoured(tmp_path: Path) -> None:
     cfg = config_of(tmp_path, "[milter]\ncheck_user = Joe@example.com\n"
                               "case_sensitive_localpart = yes\n")
