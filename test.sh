@@ -10,6 +10,10 @@ cd "$ROOT"
 . scripts/lib.sh
 
 apt_install postfix miltertest nsd iproute2 procps redis-server openssl logrotate
+# Debian 12's own Python with the dependencies from Debian packages: tests/ops
+# runs the daemon on it (as user mail, and on these older library versions).
+apt_install python3-spf python3-dkim python3-authres python3-srs python3-dnspython \
+    python3-redis python3-prometheus-client python3-pip python3-setuptools python3-wheel
 ensure_sendmail
 ensure_venv "$ROOT/.venv" ".[test]"
 ensure_pymilter
