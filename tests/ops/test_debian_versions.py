@@ -7,6 +7,7 @@ and answers on the metrics endpoint."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,6 +47,18 @@ def debian_python(installed: Installed) -> list[str]:
     return found
 
 
+@contextlib.contextmanager
+def envelope(directory: Path, ip: str) -> Iterator[MtaClient]:
+    """A session up to an accepted RCPT TO from ``ip``."""
+    with MtaClient(str(directory / "run" / "bms.sock"), family=socket.AF_UNIX) as mta:
+        mta.negotiate()
+        assert mta.connect(ip=ip) == R.CONTINUE
+        assert mta.command(cmd.Helo(b"pc.example.net")) == R.CONTINUE
+        assert mta.command(cmd.Mail((b"<alice@example.net>",))) == R.CONTINUE
+        assert mta.command(cmd.Rcpt((b"<bob@example.org>",))) == R.CONTINUE
+        yield mta
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="starts as root and switches to mail")
 def test_daemon_runs_on_debian_12_packages(installed: Installed, open_tmp: Path,
                                            redis_server: RedisServer) -> None:
@@ -63,12 +77,7 @@ def test_daemon_runs_on_debian_12_packages(installed: Installed, open_tmp: Path,
     redis.Redis(host="127.0.0.1", port=redis_server.port, db=5).flushdb()
     try:
         d.wait_ready()
-        with MtaClient(str(open_tmp / "run" / "bms.sock"), family=socket.AF_UNIX) as mta:
-            mta.negotiate()
-            assert mta.connect(ip="192.0.2.10") == R.CONTINUE
-            assert mta.command(cmd.Helo(b"pc.example.net")) == R.CONTINUE
-            assert mta.command(cmd.Mail((b"<alice@example.net>",))) == R.CONTINUE
-            assert mta.command(cmd.Rcpt((b"<bob@example.org>",))) == R.CONTINUE
+        with envelope(open_tmp, "192.0.2.10") as mta:
             assert mta.command(cmd.Data()) == R.CONTINUE
             mta.send(cmd.Header(b"Subject", b"hello"))  # no reply: bms asks for NR_HDR
             assert mta.command(cmd.EndOfHeaders()) == R.CONTINUE
@@ -77,12 +86,7 @@ def test_daemon_runs_on_debian_12_packages(installed: Installed, open_tmp: Path,
         # A ban written into Redis by another host is read by this one.
         RedisStore(f"redis://127.0.0.1:{redis_server.port}/5").ban_ip(
             "192.0.2.66", time.time() + 3600, "test")
-        with MtaClient(str(open_tmp / "run" / "bms.sock"), family=socket.AF_UNIX) as mta:
-            mta.negotiate()
-            assert mta.connect(ip="192.0.2.66") == R.CONTINUE
-            assert mta.command(cmd.Helo(b"pc.example.net")) == R.CONTINUE
-            assert mta.command(cmd.Mail((b"<alice@example.net>",))) == R.CONTINUE
-            assert mta.command(cmd.Rcpt((b"<bob@example.org>",))) == R.CONTINUE
+        with envelope(open_tmp, "192.0.2.66") as mta:
             reply = mta.command(cmd.Data())
             assert isinstance(reply, R.ReplyCode) and reply.text.startswith(b"550"), reply
         d.wait_log("connect from")
