@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import bmslib
 import Milter
-from bmslib import exitcodes, metrics, privileges, sdnotify, startcheck, tempclean
+from bmslib import exitcodes, metrics, preload, privileges, sdnotify, startcheck, tempclean
 from bmslib.access import AccessFile
 from bmslib.config import DEFAULT_PATH, Config, ConfigError, load_config
 from bmslib.interfaces import StateStore
@@ -239,13 +239,17 @@ def check_config(args: argparse.Namespace, config: Config, socket_spec: str,
 
 def become_user(drop: privileges.DropPlan, config: Config, socket_spec: str,
                 logdir: str) -> int:
-    """Switch to ``[milter] user`` (when root), then check, as that user, the
-    directories bms writes to."""
+    """Switch to ``[milter] user`` (when root), everything the daemon needs
+    loaded before, then check, as that user, the directories bms writes to."""
     if drop.target is not None:
+        preload.preload()
         try:
             privileges.drop(drop.target)
         except PrivilegeError as exc:
             return fail(str(exc), exitcodes.NOPERM)
+        unreadable = preload.unreadable_warning(drop.target.name)
+        if unreadable:
+            print(f"bms: warning: {unreadable}", file=sys.stderr)
     problems = startcheck.directory_problems(config, writable_dirs(config, socket_spec,
                                                                    logdir))
     return fail(problems[0]) if problems else exitcodes.OK
@@ -290,6 +294,9 @@ def start_metrics(config: Config) -> str | None:
         endpoint = metrics.start(str(listen), directory)
     except metrics.MetricsError as exc:
         return str(exc)
+    except ImportError as exc:  # prometheus_client where the user cannot read it
+        return f"[metrics] listen: {exc}; " + (
+            preload.unreadable_warning(startcheck.current_user()) or "not installed")
     log.info("metrics at %s", endpoint.url)
     return None
 
@@ -371,6 +378,10 @@ def run_daemon(args: argparse.Namespace, paths: Sequence[str], config: Config,
         except RuntimeBuildError as exc:
             log.error("cannot start: %s", exc)
             return fail(str(exc))
+        except ImportError as exc:  # a module not loaded before the switch
+            why = preload.unreadable_warning(startcheck.current_user()) or "not installed"
+            log.error("cannot start: %s; %s", exc, why)
+            return fail(f"{exc}; {why}")
         for warning in runtime.warnings:
             log.warning("config: %s", warning)
         if isinstance(runtime.access, AccessFile):
