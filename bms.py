@@ -60,6 +60,8 @@ def mta_config_lines(socket_spec: str, name: str) -> list[str]:
         f"sendmail.cf: O InputMailFilters={name}",
         f"sendmail.mc: INPUT_MAIL_FILTER(`{name}', "
         f"`S={socket_spec}, F=T, T=C:5m;S:20s;R:60s;E:5m')",
+        "sendmail.cf: O Milter.macros.connect=j, _, {daemon_name}, {daemon_port}, "
+        "{if_name}, {if_addr}",
         "sendmail.mc: define(`confMILTER_MACROS_CONNECT', "
         "`j, _, {daemon_name}, {daemon_port}, {if_name}, {if_addr}')",
         f"postfix main.cf: smtpd_milters = {postfix}",
@@ -67,6 +69,20 @@ def mta_config_lines(socket_spec: str, name: str) -> list[str]:
         "postfix main.cf: milter_default_action = tempfail",
         "postfix main.cf: milter_connect_macros = j {daemon_name} {daemon_addr} "
         "{daemon_port} v _",
+        *unix_socket_notes(spec.is_unix),
+    ]
+
+
+def unix_socket_notes(is_unix: bool) -> list[str]:
+    """What a unix socket needs from the MTAs (sendmail runs as root)."""
+    if not is_unix:
+        return []
+    return [
+        "note: Postfix's smtpd (user postfix) must be able to write the socket: "
+        "[milter] socket_group = postfix, socket_mode = 0660",
+        "note: Postfix's smtpd may run chrooted (master.cf chroot column y, Debian's "
+        "default): it then looks for the socket below /var/spool/postfix, so put the socket "
+        "there (and smtpd_milters = unix:/PATH-BELOW-IT) or use inet:PORT@127.0.0.1",
     ]
 
 

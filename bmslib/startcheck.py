@@ -133,8 +133,9 @@ def socket_mode_warning(path: str, socket_group: object) -> str | None:
         owner = pwd.getpwuid(st.st_uid).pw_name
     except KeyError:
         owner = str(st.st_uid)
-    return (f"unix socket {path} is mode {mode:04o} owner {owner}: only {owner} and root "
-            "(sendmail) can connect; for Postfix set [milter] socket_group = postfix and "
+    who = "root" if owner == "root" else f"{owner} and root"
+    return (f"unix socket {path} is mode {mode:04o} owner {owner}: only {who} (sendmail) "
+            "can connect; for Postfix set [milter] socket_group = postfix and "
             "socket_mode = 0660")
 
 

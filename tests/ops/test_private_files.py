@@ -32,5 +32,10 @@ def test_private_files_at_umask_022(tmp_path: Path) -> None:
         dirs = {p.name: oct(mode(p)) for p in (lib, tmp_path / "log", tmp_path / "save")}
         assert dirs == dict.fromkeys(("lib", "log", "save"), "0o700")
         assert oct(mode(tmp_path / "stderr.log")) == "0o644"  # the umask did apply (control)
+        # The socket got 0755 from that umask: Postfix could not connect, and bms says so.
+        sock = tmp_path / "run" / "bms.sock"
+        assert f"unix socket {sock} is mode 0755 owner root: only root (sendmail) " \
+               "can connect; for Postfix set [milter] socket_group = postfix and " \
+               "socket_mode = 0660" in d.messages()
     finally:
         assert d.stop() == 0
