@@ -162,7 +162,8 @@ def test_daemon_logs_each_decision_then_stops_on_sigterm(daemon: BmsDaemon) -> N
     assert first[0] == "connect from pc1.example.net at (192.0.2.7, 4000) INTERNAL"
     # Untrusted text is escaped: no line break or terminal escape reaches the log.
     assert first[1] == "hello from pc1.example.net\\n\\x1b[31mEVIL"
-    assert first[-1] == "ACCEPT: 2 recipients, queue id QUEUE1"
+    assert first[-2:] == ["ACCEPT: 2 recipients, queue id QUEUE1",
+                          "close: session from pc1.example.net at 192.0.2.7 ended"]
     second = daemon.connection_of("connect from pc2.example.net")
     assert "REJECT: zombie PC at 192.0.2.8 sending MAIL FROM pc@zombie.example" in second
     ids = [cid for cid, msg in lines if "connect from pc" in msg]
