@@ -4,11 +4,13 @@ the ones that do not resolve."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 from fakes import FakeResolver
 
+import bms
 from bmslib.config import ConfigError, load_config
 from bmslib.policy.connection import IpList, parse_ip
 from bmslib.runtime import build_runtime
@@ -81,3 +83,20 @@ def test_runtime_warns_for_names_that_do_not_resolve(tmp_path: Path) -> None:
         "[milter] internal_connect: host name gone.example does not resolve (no A/AAAA "
         "record); it matches no client until it does",)
     assert runtime.settings.connection.trusted_relay.matches(parse_ip("192.0.2.25"))
+
+
+def test_reload_resolves_the_host_names_again(tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "bms")
+    dns = "[dns]\nnameservers = 127.0.0.1:9\ntimeout = 0.2\nlifetime = 0.4\n"
+    path = Path(cfg_file(tmp_path, "internal_connect = 10.0.0.0/8\n"))
+    path.write_text(path.read_text() + dns)
+    config = load_config([str(path)])
+    daemon = bms.Daemon([str(path)], config, build_runtime(config))
+    path.write_text(path.read_text().replace("10.0.0.0/8", "10.0.0.0/8, mx.gone.invalid"))
+    assert daemon.reload()
+    said = [m for m in caplog.messages if "mx.gone.invalid" in m]
+    assert len(said) == 1 and said[0].startswith(
+        "config: [milter] internal_connect: host name mx.gone.invalid "), said
+    assert daemon.runtime.settings.connection.internal_connect.hosts == [
+        ("mx.gone.invalid", None)]
