@@ -22,7 +22,18 @@ from collections.abc import Sequence
 
 import bmslib
 import Milter
-from bmslib import cli, logtarget, metrics, privileges, sdnotify, tempclean
+from bmslib import (
+    cli,
+    exitcodes,
+    logtarget,
+    metrics,
+    preload,
+    privileges,
+    sdnotify,
+    startcheck,
+    tempclean,
+)
+from bmslib.access import AccessFile
 from bmslib.config import (
     DEFAULT_PATH,
     WORKERS_EXPECTED,
@@ -66,6 +77,8 @@ def mta_config_lines(socket_spec: str, name: str) -> list[str]:
         f"sendmail.cf: O InputMailFilters={name}",
         f"sendmail.mc: INPUT_MAIL_FILTER(`{name}', "
         f"`S={socket_spec}, F=T, T=C:5m;S:20s;R:60s;E:5m')",
+        "sendmail.cf: O Milter.macros.connect=j, _, {daemon_name}, {daemon_port}, "
+        "{if_name}, {if_addr}",
         "sendmail.mc: define(`confMILTER_MACROS_CONNECT', "
         "`j, _, {daemon_name}, {daemon_port}, {if_name}, {if_addr}')",
         f"postfix main.cf: smtpd_milters = {postfix}",
@@ -73,6 +86,20 @@ def mta_config_lines(socket_spec: str, name: str) -> list[str]:
         "postfix main.cf: milter_default_action = tempfail",
         "postfix main.cf: milter_connect_macros = j {daemon_name} {daemon_addr} "
         "{daemon_port} v _",
+        *unix_socket_notes(spec.is_unix),
+    ]
+
+
+def unix_socket_notes(is_unix: bool) -> list[str]:
+    """What a unix socket needs from the MTAs (sendmail runs as root)."""
+    if not is_unix:
+        return []
+    return [
+        "note: Postfix's smtpd (user postfix) must be able to write the socket: "
+        "[milter] socket_group = postfix, socket_mode = 0660",
+        "note: Postfix's smtpd may run chrooted (master.cf chroot column y, Debian's "
+        "default): it then looks for the socket below /var/spool/postfix, so put the socket "
+        "there (and smtpd_milters = unix:/PATH-BELOW-IT) or use inet:PORT@127.0.0.1",
     ]
 
 
@@ -112,7 +139,7 @@ class Daemon:
                 if config.get(section, option) != self.config.get(section, option):
                     log.warning("reload: [%s] %s changed; it takes effect at restart",
                                 section, option)
-            for warning in config.warnings:
+            for warning in config.warnings + runtime.warnings:
                 log.warning("config: %s", warning)
             self.config, self.runtime = config, runtime
             runtime.access.reload()
@@ -145,13 +172,15 @@ def _workers_arg(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The daemon's options (also what bms(8) documents, bmslib.manpage)."""
     p = argparse.ArgumentParser(prog="bms", description=(__doc__ or "").splitlines()[0],
-                                epilog=cli.epilog())
+                                epilog=f"{cli.epilog()}\n\n{exitcodes.HELP}")
     p.add_argument("--version", action="version", version=f"bms {bmslib.__version__}")
     p.add_argument("-c", "--config", action="append", metavar="PATH",
                    help=f"configuration file (default {DEFAULT_PATH}); repeat to layer "
                         "files, later ones override earlier ones")
     p.add_argument("--check-config", action="store_true",
-                   help="validate the configuration (and access file, templates) and exit")
+                   help="run every check of a start (configuration, access file, templates, "
+                        "users and groups, directories as the user bms runs as, the "
+                        "socket directory) and exit; 0 means the start will succeed")
     p.add_argument("--foreground", action="store_true",
                    help="stay in the foreground (bms never detaches; milter.init starts "
                         "it in the background and waits for --pidfile, systemd runs it "
@@ -177,7 +206,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def fail(message: str, code: int = 2) -> int:
+def fail(message: str, code: int = exitcodes.CONFIG) -> int:
     print(f"bms: {message}", file=sys.stderr)
     return code
 
@@ -191,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(paths)
     except ConfigError as exc:
-        return fail(str(exc), 1 if args.check_config else 2)
+        return fail(str(exc))
     for warning in config.warnings:
         print(f"bms: warning: {warning}", file=sys.stderr)
     socket_spec = args.socket or str(config.get("milter", "socket"))
@@ -199,24 +228,92 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         lines = mta_config_lines(socket_spec, name)
     except SocketSpecError as exc:
-        return fail(str(exc), 1 if args.check_config else 2)
+        return fail(f"{exc}{startcheck.socket_hint(socket_spec)}")
     if args.print_mta_config:
         print("\n".join(lines))
-        return 0
-    if args.check_config:
-        try:
-            build_runtime(config)
-        except RuntimeBuildError as exc:
-            return fail(str(exc), 1)
-        print(f"bms: configuration OK ({', '.join(config.files)})")
-        return 0
+        return exitcodes.OK
     logdir = args.logdir or str(config.get("milter", "logdir") or
                                 config.get("milter", "datadir") or ".")
+    if args.check_config:
+        return check_config(args, config, socket_spec, logdir)
     if args.print_dirs:
         for kind, path in writable_dirs(config, socket_spec, logdir):
             print(kind, path)
         return 0
     return run_daemon(args, paths, config, socket_spec, logdir, lines)
+
+
+def check_config(args: argparse.Namespace, config: Config, socket_spec: str,
+                 logdir: str) -> int:
+    """What a start checks, in the order of a start, as the user bms runs as:
+    users and groups, the socket directory (as the starting user), then after
+    the switch the directories, access file, templates and everything else."""
+    try:
+        drop = privileges.plan(args.user or config.get("milter", "user"),
+                               config.get("milter", "group"), euid=os.geteuid())
+        sock = privileges.socket_plan(drop, config.get("milter", "socket_group"),
+                                      config.get("milter", "socket_mode"))
+    except PrivilegeError as exc:
+        return fail(str(exc))
+    warnings = [drop.warning] if drop.warning else []
+    spec = parse_socket_spec(socket_spec)
+    missing = startcheck.socket_dir_missing(config, str(spec.address)) if spec.is_unix \
+        else None
+    if missing:  # created by the systemd unit or milter.init, just before the start
+        warnings.append(missing)
+    else:
+        code = socket_problem(config, socket_spec, sock)
+        if code:
+            return code
+    code = become_user(drop, config, socket_spec, logdir)  # the check runs as that user too
+    if code:
+        return code
+    logging.getLogger().addHandler(logging.NullHandler())  # findings are printed below
+    try:
+        checked = build_runtime(config)
+    except RuntimeBuildError as exc:
+        return fail(str(exc))
+    access = checked.access
+    if isinstance(access, AccessFile):
+        if access.problems:
+            for problem in access.problems:
+                print(f"bms: {problem}", file=sys.stderr)
+            return exitcodes.CONFIG
+        warnings += startcheck.near_miss_tags(access)
+    for warning in (*warnings, *checked.warnings):
+        print(f"bms: warning: {warning}", file=sys.stderr)
+    print(f"bms: configuration OK ({', '.join(config.files)})")
+    return exitcodes.OK
+
+
+def become_user(drop: privileges.DropPlan, config: Config, socket_spec: str,
+                logdir: str) -> int:
+    """Switch to ``[milter] user`` (when root), everything the daemon needs
+    loaded before, then check, as that user, the directories bms writes to."""
+    if drop.target is not None:
+        preload.preload()
+        try:
+            privileges.drop(drop.target)
+        except PrivilegeError as exc:
+            return fail(str(exc), exitcodes.NOPERM)
+        unreadable = preload.unreadable_warning(drop.target.name)
+        if unreadable:
+            print(f"bms: warning: {unreadable}", file=sys.stderr)
+    problems = startcheck.directory_problems(config, writable_dirs(config, socket_spec,
+                                                                   logdir))
+    return fail(problems[0]) if problems else exitcodes.OK
+
+
+def socket_problem(config: Config, socket_spec: str, sock: privileges.SocketPlan) -> int:
+    """The unix socket's directory and group, checked before binding."""
+    spec = parse_socket_spec(socket_spec)
+    if not spec.is_unix:
+        return exitcodes.OK
+    problem = startcheck.socket_dir_problem(config, str(spec.address))
+    if problem:
+        return fail(problem)
+    problem = startcheck.socket_group_problem(config, sock.gid)
+    return fail(problem, exitcodes.NOPERM) if problem else exitcodes.OK
 
 
 def writable_dirs(config: Config, socket_spec: str, logdir: str) -> list[tuple[str, str]]:
@@ -246,6 +343,9 @@ def start_metrics(config: Config) -> str | None:
         endpoint = metrics.start(str(listen), directory)
     except metrics.MetricsError as exc:
         return str(exc)
+    except ImportError as exc:  # prometheus_client where the user cannot read it
+        return f"[metrics] listen: {exc}; " + (
+            preload.unreadable_warning(startcheck.current_user()) or "not installed")
     log.info("metrics at %s", endpoint.url)
     return None
 
@@ -265,8 +365,15 @@ def run_daemon(args: argparse.Namespace, paths: Sequence[str], config: Config,
         pid_file = Pidfile(args.pidfile) if args.pidfile else None
         if pid_file is not None:
             pid_file.claim()  # before binding: a running bms keeps its socket
-    except (PrivilegeError, PidfileError) as exc:
+    except PrivilegeError as exc:
         return fail(str(exc))
+    except PidfileError as exc:
+        return fail(str(exc), exitcodes.UNAVAILABLE)
+    code = socket_problem(config, socket_spec, sock)
+    if code:
+        if pid_file is not None:
+            pid_file.release()
+        return code
     daemon: Daemon | None = None
 
     def make_milter() -> BmsMilter:
@@ -289,15 +396,16 @@ def run_daemon(args: argparse.Namespace, paths: Sequence[str], config: Config,
     except OSError as exc:
         if pid_file is not None:
             pid_file.release()
-        return fail(f"cannot listen on {socket_spec}: {exc}", 1)
+        return fail(f"cannot listen on {socket_spec}: {exc}", exitcodes.UNAVAILABLE)
     try:
         try:
             if server.spec.is_unix and not sock.empty:
                 privileges.apply_socket(str(server.spec.address), sock)
-            if drop.target is not None:
-                privileges.drop(drop.target)
         except PrivilegeError as exc:
-            return fail(str(exc))
+            return fail(str(exc), exitcodes.NOPERM)
+        code = become_user(drop, config, socket_spec, logdir)
+        if code:
+            return code
         try:
             logtarget.setup(config, None if logdir == "-" else logdir)
         except OSError as exc:
@@ -306,6 +414,11 @@ def run_daemon(args: argparse.Namespace, paths: Sequence[str], config: Config,
             log.warning("config: %s", warning)
         if drop.warning:
             log.warning("%s", drop.warning)
+        if server.spec.is_unix:
+            mode_warning = startcheck.socket_mode_warning(
+                str(server.spec.address), config.get("milter", "socket_group"))
+            if mode_warning:
+                log.warning("%s", mode_warning)
         if not server.spec.is_unix and not sock.empty:
             log.warning("[milter] socket_mode and socket_group apply to unix sockets only; "
                         "ignored for %s", socket_spec)
@@ -314,6 +427,15 @@ def run_daemon(args: argparse.Namespace, paths: Sequence[str], config: Config,
         except RuntimeBuildError as exc:
             log.error("cannot start: %s", exc)
             return fail(str(exc))
+        except ImportError as exc:  # a module not loaded before the switch
+            why = preload.unreadable_warning(startcheck.current_user()) or "not installed"
+            log.error("cannot start: %s; %s", exc, why)
+            return fail(f"{exc}; {why}")
+        for warning in runtime.warnings:
+            log.warning("config: %s", warning)
+        if isinstance(runtime.access, AccessFile):
+            for warning in startcheck.near_miss_tags(runtime.access):
+                log.warning("%s", warning)
         maintain_store(runtime, str(config.get("milter", "logdir") or "") or None)
         daemon = built = Daemon(paths, config, runtime)
         connid.set_allocator(built.allocate_ids)
@@ -326,7 +448,7 @@ def run_daemon(args: argparse.Namespace, paths: Sequence[str], config: Config,
         failure = start_metrics(config)  # before the workers are forked
         if failure is not None:
             log.error("cannot start: %s", failure)
-            return fail(failure)
+            return fail(failure, exitcodes.UNAVAILABLE)
         log.info("bms starting on %s (%d worker%s), pid %d", socket_spec,
                  workers, "" if workers == 1 else "s", os.getpid())
         if drop.target is not None:
@@ -343,7 +465,7 @@ def run_daemon(args: argparse.Namespace, paths: Sequence[str], config: Config,
                 pid_file.write()
             except PidfileError as exc:
                 log.error("cannot start: %s", exc)
-                return fail(str(exc))
+                return fail(str(exc), exitcodes.UNAVAILABLE)
         try:
             sdnotify.notify("READY=1")
         except OSError as exc:
@@ -352,9 +474,9 @@ def run_daemon(args: argparse.Namespace, paths: Sequence[str], config: Config,
             server.serve_forever()
         except OSError as exc:
             log.error("cannot run: %s", exc)
-            return fail(f"cannot serve on {socket_spec}: {exc}", 1)
+            return fail(f"cannot serve on {socket_spec}: {exc}", exitcodes.SOFTWARE)
         log.info("bms stopped")
-        return 0
+        return exitcodes.OK
     finally:
         server.close()
         metrics.stop()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up a virtualenv in .venv and runs the bms daemon in the foreground on
+# Sets up a virtualenv in .venv-run and runs the bms daemon in the foreground on
 # the embedded default: the shipped pymilter.cfg (milter socket
 # inet:8894@127.0.0.1, the sample access file, SQLite state in ./local/lib,
 # logs in ./local/log/milter.log).  Point an MTA at it with the lines it logs
@@ -9,6 +9,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")" && pwd)
 cd "$ROOT"
 . scripts/lib.sh
-ensure_venv "$ROOT/.venv" ".[test]"
+# The daemon's own venv: the runtime dependencies only (./test.sh's .venv adds
+# the test tools).
+ensure_venv "$ROOT/.venv-run" "."
 echo "bms: logging to $ROOT/local/log/milter.log" >&2
-exec .venv/bin/bms --foreground -c pymilter.cfg "$@"
+exec .venv-run/bin/bms --foreground -c pymilter.cfg "$@"

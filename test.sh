@@ -10,11 +10,17 @@ cd "$ROOT"
 . scripts/lib.sh
 
 apt_install postfix miltertest nsd iproute2 procps redis-server openssl logrotate man-db
+# Debian 12's own Python with the dependencies from Debian packages: tests/ops
+# runs the daemon on it (as user mail, and on these older library versions).
+apt_install python3-spf python3-dkim python3-authres python3-srs python3-dnspython \
+    python3-redis python3-prometheus-client python3-pip python3-setuptools python3-wheel
 ensure_sendmail
 ensure_venv "$ROOT/.venv" ".[test]"
 ensure_pymilter
+ensure_original_bms
 
 .venv/bin/ruff check Milter bmslib bms.py tests bench
 .venv/bin/mypy
 export BMS_SENDMAIL_ROOT=$SENDMAIL_ROOT BMS_PYMILTER_PYTHON=$PYMILTER_VENV/bin/python
+export BMS_ORIGINAL_CFG=$ORIGINAL_BMS_CFG
 run_in_netns "$ROOT/.venv/bin/python" -m pytest "$@"

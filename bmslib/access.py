@@ -287,6 +287,7 @@ class AccessFile:
         self._clock = clock
         self._lock = threading.Lock()
         self._stat_failed = False
+        self.problems: list[str] = []  # "FILE:LINE: reason" of the last read
         try:
             st = os.stat(self.path)
             table = self._read()
@@ -308,6 +309,7 @@ class AccessFile:
             data = f.read()
         text = data.decode("utf-8", "surrogateescape")
         table: dict[str, _Entry] = {}
+        problems: list[str] = []
         for lineno, line in enumerate(text.split("\n"), 1):
             line = line.rstrip("\r")
             stripped = line.strip()
@@ -316,7 +318,14 @@ class AccessFile:
             problem = self._parse_line(stripped, lineno, table)
             if problem:
                 log.warning("%s:%d: %s; line skipped", self.path, lineno, problem)
+                problems.append(f"{self.path}:{lineno}: {problem}")
+        self.problems = problems
         return table
+
+    def tags(self) -> list[tuple[str, int]]:
+        """``(tag, line)`` of every tagged entry (tags in lower case)."""
+        return [(key.partition(self.sep)[0], entry.line) for key, entry in self._table.items()
+                if self.sep in key and not key.startswith("ipv6:")]
 
     def _parse_line(self, line: str, lineno: int, table: dict[str, _Entry]) -> str:
         parts = line.split(None, 1)

@@ -253,6 +253,39 @@ def _nameservers(text: str) -> tuple[str, ...]:
 NAMESERVERS = ValueType("nameservers", "nameservers as IP, IP:PORT or [IPv6]:PORT",
                         _nameservers, is_list=True)
 
+_ADDRESSES_EXPECTED = ("networks (192.168.0.0/16, 2001:db8::/32), addresses, globs (127.*) "
+                       "or host names")
+
+
+def _address_item(item: str) -> str:
+    """One ``internal_connect``-style item, as :class:`bmslib.policy.connection.IpList`
+    reads it; a typo that would silently become a host name is refused."""
+    if any(c in item for c in "*?["):
+        if all(c in "0123456789abcdefABCDEF.:*?[]-!" for c in item):
+            return item
+        raise _Bad(f"a list of {_ADDRESSES_EXPECTED}", item)
+    try:
+        ipaddress.ip_network(item, strict=False)
+        return item
+    except ValueError:
+        pass
+    name, slash, bits = item.partition("/")
+    if _is_domain(name.lower()) and not (slash and not (bits.isdigit() and int(bits) <= 128)):
+        return item
+    if ":" in name or name.replace(".", "").isdigit():
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            raise _Bad(f"a list of {_ADDRESSES_EXPECTED}", item) from None
+        raise _Bad(f"a list of {_ADDRESSES_EXPECTED} (a network's prefix length is at "
+                   "most 32 for IPv4, 128 for IPv6)", item)
+    raise _Bad(f"a list of {_ADDRESSES_EXPECTED}", item)
+
+
+ADDRESSES = ValueType("addresses", f"a list of {_ADDRESSES_EXPECTED}",
+                      lambda text: tuple(_address_item(w) for w in _split_words(text)),
+                      is_list=True)
+
 _SOCKET_EXPECTED = ("a milter socket: unix:/path, local:/path, /path, inet:PORT@HOST or "
                     "inet6:PORT@HOST")
 
@@ -474,14 +507,14 @@ _MILTER_OPTIONS: tuple[Option, ...] = (
     _opt("socket_group", STR, None,
          "group of a unix socket file, e.g. postfix (unset: the group bms runs as)",
          optional=True),
-    _opt("internal_connect", WORDS, (),
+    _opt("internal_connect", ADDRESSES, (),
          "internal clients: IPs, CIDRs (IPv4/IPv6), globs like 127.*, host names"),
     _opt("internal_domains", WORDS, (),
          "our MAIL FROM domains (globs); internal clients sending other ones are zombies"),
-    _opt("trusted_relay", WORDS, (), "relays (e.g. secondary MXes) that skip SPF"),
+    _opt("trusted_relay", ADDRESSES, (), "relays (e.g. secondary MXes) that skip SPF"),
     _opt("private_relay", WORDS, (),
          "recipient domains only internal clients may relay to"),
-    _opt("internal_mta", WORDS, (),
+    _opt("internal_mta", ADDRESSES, (),
          "the only internal hosts that may send DSNs (MAIL FROM:<>); empty: all"),
     _opt("hello_blacklist", WORDS, (),
          "our own names: an outsider using one as HELO is rejected"),
@@ -837,7 +870,7 @@ class _Loader:
                in_file: dict[Key, str], *, include: bool) -> None:
         where = f"[{section.name}] {option}"
         if section.unimplemented:
-            self.warn((section.name, option), f"{path}: {where}: {section.unimplemented}")
+            self.warn((section.name, ""), f"{path}: [{section.name}]: {section.unimplemented}")
             return
         if section.free_form:
             if include and option in self.free.get(section.name, {}):
@@ -973,10 +1006,25 @@ class _Loader:
                         f"{src.source}: [srs] secret: expected the SRS secret "
                         f"(required by {src.spelled}), got nothing")
                     break
-        self.require(("dkim", "privkey"), ("dkim", "domain"), "a domain name")
         self.require(("dkim", "domain"), ("dkim", "privkey"), "a private key file")
+        self.legacy_defaults()
         if truthy(("wiretap", "users")):
             self.require(("wiretap", "users"), ("wiretap", "dest"), "an address")
+
+
+    def legacy_defaults(self) -> None:
+        """What the original did with its own sample config: a DKIM key
+        without a domain did not sign, and no access file was the default."""
+        key = self.values.get(("dkim", "privkey"))
+        if key is not None and ("dkim", "domain") not in self.values:
+            self.warnings.append(f"{key.source}: [dkim] privkey without [dkim] domain: "
+                                 "not signing (set domain to sign)")
+        access = ("spf", "access_file")
+        default = SCHEMA["spf"].options["access_file"].default
+        if access not in self.values and not os.path.exists(default):
+            self.warnings.append(f"[spf] access_file not set and {default} does not exist: "
+                                 "no access file, the built-in SPF defaults apply")
+            self.values[access] = _Value("", "", "[spf] access_file")
 
 
 def _load(paths: Sequence[str]) -> tuple[_Loader, dict[str, tuple[str, ...]]]:

@@ -45,7 +45,6 @@ import dns.exception
 import dns.flags
 import dns.message
 import dns.name
-import dns.nameserver
 import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.CNAME
@@ -135,10 +134,22 @@ class Backend(Protocol):
                 raise_on_no_answer: bool) -> dns.resolver.Answer: ...
 
 
+def set_nameservers(r: dns.resolver.Resolver, servers: list[tuple[str, int]]) -> None:
+    """``IP:PORT`` servers on dnspython >= 2.4 (``dns.nameserver``) and on
+    Debian 12's 2.3 (addresses plus ``nameserver_ports``)."""
+    try:
+        import dns.nameserver
+    except ImportError:
+        r.nameservers = [ip for ip, _port in servers]
+        setattr(r, "nameserver_ports", dict(servers))  # noqa: B010 - 2.3 only
+        return
+    r.nameservers = [dns.nameserver.Do53Nameserver(ip, port) for ip, port in servers]
+
+
 def make_backend(settings: DnsSettings) -> dns.resolver.Resolver:
     """A dnspython resolver that knows only the configured servers."""
     r = dns.resolver.Resolver(configure=False)
-    r.nameservers = [dns.nameserver.Do53Nameserver(ip, port) for ip, port in settings.servers]
+    set_nameservers(r, settings.servers)
     r.timeout = settings.timeout
     r.lifetime = settings.lifetime
     r.cache = None  # DnsResolver caches (parsed answers, with negative TTLs)

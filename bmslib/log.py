@@ -10,6 +10,7 @@ terminal.  The file handler reopens the file when logrotate moved it.
 
 from __future__ import annotations
 
+import io
 import logging
 import logging.handlers
 import os
@@ -18,6 +19,8 @@ import sys
 from typing import Final
 
 from Milter import connid
+
+from . import private
 
 LOG_FORMAT: Final = "%(asctime)s [%(connid)s] %(message)s"
 DATE_FORMAT: Final = "%Y%b%d %H:%M:%S"
@@ -57,13 +60,21 @@ class _Formatter(logging.Formatter):
         return text
 
 
+class _PrivateFileHandler(logging.handlers.WatchedFileHandler):
+    """milter.log created 0600 (also when reopened after logrotate moved it)."""
+
+    def _open(self) -> io.TextIOWrapper:
+        private.create_file(self.baseFilename)
+        return super()._open()
+
+
 def setup_logging(logdir: str | None, level: int = logging.INFO) -> logging.Handler:
     """Send every log record to ``logdir/milter.log`` (stderr when ``logdir``
     is None), in the bms format.  Returns the handler."""
     handler: logging.Handler
     if logdir:
-        os.makedirs(logdir, exist_ok=True)
-        handler = logging.handlers.WatchedFileHandler(os.path.join(logdir, LOG_FILE))
+        private.make_dir(logdir)
+        handler = _PrivateFileHandler(os.path.join(logdir, LOG_FILE))
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter(LOG_FORMAT, DATE_FORMAT))

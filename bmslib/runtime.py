@@ -52,7 +52,9 @@ from .runtime_features import (
     dkim_settings,
     dnsbl_from,
     greylist_settings,
+    path_error,
     srs_from,
+    where,
 )
 from .runtime_features import words as _words
 from .smtpclient import SmtplibTransport, SmtpTransport
@@ -80,6 +82,7 @@ class Runtime:
     store: StateStore
     ids: SqliteStore  # connection ids (local to this host)
     access: AccessFile | NoAccess
+    warnings: tuple[str, ...] = ()  # one line each, for the admin (start, reload)
 
     def session(self) -> SmtpSession:
         return SmtpSession(self.settings, self.services)
@@ -100,8 +103,7 @@ def address_sets(config: Config, entries: Iterable[str], option: str,
             try:
                 text = Path(path).read_text(encoding="utf-8", errors="surrogateescape")
             except OSError as exc:
-                raise RuntimeBuildError(
-                    f"[milter] {option}: cannot read {path}: {exc.strerror or exc}") from None
+                raise path_error(config, "milter", option, path, exc) from None
             domain = os.path.basename(path).lower()
             sets.setdefault(domain, set()).update(fold(w) for w in text.split())
             continue
@@ -161,8 +163,7 @@ def word_list(config: Config, section: str, option: str) -> tuple[str, ...]:
         try:
             text = Path(path).read_text(encoding="utf-8", errors="surrogateescape")
         except OSError as exc:
-            raise RuntimeBuildError(
-                f"[{section}] {option}: cannot read {path}: {exc.strerror or exc}") from None
+            raise path_error(config, section, option, path, exc) from None
         return tuple(line.strip() for line in text.splitlines()
                      if line.strip() and not line.lstrip().startswith("#"))
     return items
@@ -225,11 +226,11 @@ def tempdir_saver(config: Config) -> Saver | None:
     try:
         os.makedirs(tempdir, mode=0o700, exist_ok=True)
     except OSError as exc:
-        raise RuntimeBuildError(f"[milter] tempdir: cannot create {tempdir} as user "
-                                f"{_user()}: {exc.strerror or exc}") from None
+        raise path_error(config, "milter", "tempdir", tempdir, exc,
+                         f"cannot create as user {_user()}") from None
     if not os.access(tempdir, os.W_OK | os.X_OK):
-        raise RuntimeBuildError(f"[milter] tempdir: {tempdir} is not writable by user "
-                                f"{_user()}")
+        raise path_error(config, "milter", "tempdir", tempdir,
+                         f"not writable by user {_user()}", "cannot use")
 
     def save(spool: MessageSpool) -> str:
         return save_original(spool, tempdir)
@@ -311,7 +312,8 @@ def _sqlite(config: Config, path: str) -> SqliteStore:
     try:
         return SqliteStore(path)
     except (OSError, Exception) as exc:  # sqlite3.Error, permission problems
-        raise RuntimeBuildError(f"[state] backend: cannot open {path}: {exc}") from None
+        raise RuntimeBuildError(f"{where(config, 'state', 'backend')}: cannot open "
+                                f"{os.path.abspath(path)}: {exc}") from None
 
 
 def open_store(config: Config) -> AdminStore:
@@ -354,10 +356,11 @@ def open_access(config: Config) -> AccessFile | NoAccess:
     if not path:
         return NoAccess()
     try:
-        return AccessFile(path, colon=bool(config.get("spf", "access_file_colon")),
+        return AccessFile(os.path.abspath(path),
+                          colon=bool(config.get("spf", "access_file_colon")),
                           nulls=bool(config.get("spf", "access_file_nulls")))
     except Exception as exc:  # AccessError: one line naming the file
-        raise RuntimeBuildError(f"[spf] access_file: {exc}") from None
+        raise RuntimeBuildError(f"{where(config, 'spf', 'access_file')}: {exc}") from None
 
 
 def build_runtime(config: Config, *, store: StateStore | None = None,
@@ -385,13 +388,24 @@ def build_runtime(config: Config, *, store: StateStore | None = None,
                     timeout=float(config.get("milter", "cbv_timeout")), datadir=datadir),
         resolver, transport or SmtplibTransport(), clock, StoreCbvCache(store, clock),
         templates, message_id=None if srs is None else partial(dsnreply.message_id, srs))
+    warnings = resolve_address_lists(settings, resolver)
     spf = SpfPolicy(spf_settings(config), resolver, access)
     services = Services(access=access, store=store, clock=clock, resolver=resolver,
                         spf=spf, cbv=cbv, is_dynamic=dynip.is_dynamic,
                         archive=archive_from(config), save=tempdir_saver(config), srs=srs,
                         dmarc=DmarcCheck(resolver) if config.get("dmarc", "enabled") else None,
                         dnsbl=dnsbl_from(config, resolver))
-    return Runtime(config, settings, services, store, ids, access)
+    return Runtime(config, settings, services, store, ids, access, warnings)
+
+
+def resolve_address_lists(settings: PolicySettings, resolver: SpfResolver) -> tuple[str, ...]:
+    """Host names in ``internal_connect``, ``trusted_relay`` and ``internal_mta``
+    resolved once per (re)load; one warning per name that does not resolve."""
+    lists = (("internal_connect", settings.connection.internal_connect),
+             ("trusted_relay", settings.connection.trusted_relay),
+             ("internal_mta", settings.checks.internal_mta))
+    return tuple(f"[milter] {option}: {problem}" for option, ips in lists
+                 for problem in ips.resolve(resolver))
 
 
 def maintain_store(runtime: Runtime, logdir: str | None) -> None:

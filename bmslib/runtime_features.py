@@ -41,6 +41,20 @@ def datadir_path(config: Config, path: str) -> str:
     return path if os.path.isabs(path) or not datadir else os.path.join(datadir, path)
 
 
+def where(config: Config, section: str, option: str) -> str:
+    """``FILE: [section] option``: where an admin fixes a value."""
+    source = config.source(section, option)
+    return f"{source}: [{section}] {option}" if source else f"[{section}] {option} (default)"
+
+
+def path_error(config: Config, section: str, option: str, path: str,
+               exc: OSError | str, doing: str = "cannot read") -> RuntimeBuildError:
+    """One line naming the config file, section, option and the full path tried."""
+    reason = exc if isinstance(exc, str) else (exc.strerror or str(exc))
+    return RuntimeBuildError(f"{where(config, section, option)}: {doing} "
+                             f"{os.path.abspath(path)}: {reason}")
+
+
 def greylist_settings(config: Config) -> GreylistSettings | None:
     """``[greylist]`` when greylisting is on (``enabled``, or an old ``dbfile``)."""
     if not config.get("greylist", "enabled"):
@@ -90,8 +104,7 @@ def _read_key(config: Config, section: str, name: str) -> tuple[str, bytes]:
         with open(path, "rb") as f:
             return path, f.read()
     except OSError as exc:
-        raise RuntimeBuildError(
-            f"[{section}] privkey: cannot read {path}: {exc.strerror or exc}") from None
+        raise path_error(config, section, "privkey", path, exc) from None
 
 
 def arc_settings(config: Config) -> ArcSettings | None:
@@ -127,7 +140,8 @@ def dkim_settings(config: Config) -> DkimSettings:
     try:
         sign(_PROBE, settings)
     except DkimError as exc:
-        raise RuntimeBuildError(f"[dkim] privkey: {path}: {exc}") from None
+        raise RuntimeBuildError(f"{where(config, 'dkim', 'privkey')}: "
+                                f"{os.path.abspath(path)}: {exc}") from None
     return settings
 
 

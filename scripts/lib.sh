@@ -111,3 +111,18 @@ run_in_netns() {
     rm -rf "$tmp"
     return $rc
 }
+
+ORIGINAL_BMS_CFG=$CACHE/milter-0.8.18/milter.cfg
+ensure_original_bms() {
+    # The original bms's sample config (milter.cfg in the milter 0.8.18 sdist on
+    # PyPI), which tests/ops/test_original_sample.py checks bms loads.
+    [ -s "$ORIGINAL_BMS_CFG" ] && return 0
+    local tmp
+    tmp=$(mktemp -d "$CACHE/milter-sdist.XXXXXX")
+    log "downloading the milter 0.8.18 sdist (the original bms) into $CACHE"
+    "$ROOT/.venv/bin/pip" download -q --no-binary :all: --no-deps -d "$tmp" milter==0.8.18
+    tar -xzf "$tmp"/milter-0.8.18.tar.gz -C "$tmp" milter-0.8.18/milter.cfg
+    mkdir -p "$(dirname "$ORIGINAL_BMS_CFG")"
+    mv "$tmp/milter-0.8.18/milter.cfg" "$ORIGINAL_BMS_CFG"
+    rm -rf "$tmp"
+}

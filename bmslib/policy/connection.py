@@ -79,6 +79,30 @@ class IpList:
     def __bool__(self) -> bool:
         return bool(self.networks or self.globs or self.hosts)
 
+    def resolve(self, resolver: Resolver) -> list[str]:
+        """Look the host names up now (at start and reload): the ones that
+        resolve become networks; the others stay names looked up per
+        connection.  Returns one line per name that does not resolve."""
+        problems: list[str] = []
+        unresolved: list[tuple[str, int | None]] = []
+        for name, bits in self.hosts:
+            try:
+                addresses = [ip for ip in map(parse_ip, resolver.addresses(name)) if ip]
+            except DnsTempError as exc:
+                problems.append(f"host name {name} cannot be resolved now ({exc}); "
+                                "it is looked up again per connection")
+                unresolved.append((name, bits))
+                continue
+            if not addresses:
+                problems.append(f"host name {name} does not resolve (no A/AAAA record); "
+                                "it matches no client until it does")
+                unresolved.append((name, bits))
+            for ip in addresses:
+                prefix = ip.max_prefixlen if bits is None else min(bits, ip.max_prefixlen)
+                self.networks.append(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+        self.hosts = unresolved
+        return problems
+
     def matches(self, ip: IPAddress | None, resolver: Resolver | None = None) -> bool:
         if ip is None:
             return False

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import email.policy
 import email.utils
+import functools
 import os
 import re
 from collections.abc import Collection, Mapping
@@ -128,7 +129,10 @@ def parse_template(text: str, *, name: str, path: str) -> Template:
     return Template(name, path, tuple(headers), body)
 
 
-def _shipped(name: str) -> tuple[str, str] | None:
+@functools.cache
+def shipped_template(name: str) -> tuple[str, str] | None:
+    """``(text, path)`` of a template shipped with bms, read once (before the
+    daemon switches users: bmslib.preload)."""
     res = resources.files("bmslib").joinpath("templates").joinpath(f"{name}.txt")
     if not res.is_file():
         return None
@@ -153,7 +157,7 @@ def load_templates(datadir: str | None,
             except (OSError, UnicodeDecodeError) as exc:
                 raise TemplateError(f"{path}: cannot read: {exc}") from exc
         if found is None:
-            found = _shipped(name)
+            found = shipped_template(name)
         if found is not None:
             out[name] = parse_template(found[0], name=name, path=found[1])
     return out

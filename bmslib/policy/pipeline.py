@@ -809,6 +809,9 @@ class SmtpSession:
 
     def close(self) -> None:
         self._close_spool()
+        if self.conn is not None:  # the closing line, however the MTA ended the session
+            log.info("close: session from %s at %s ended", escape(self.conn.hostname),
+                     self.conn.ip or "localhost")
 
     # --- helpers -------------------------------------------------------------------
 

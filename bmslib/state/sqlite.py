@@ -12,6 +12,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from .. import private
 from ..interfaces import REPORT_DAYS
 from ..policy.greylist import GreylistKey, GreylistSettings, GreylistVerdict
 from . import greylist as _greylist
@@ -66,7 +67,8 @@ class SqliteStore:
         self.path = str(path)
         parent = os.path.dirname(self.path)
         if parent:
-            os.makedirs(parent, exist_ok=True)
+            private.make_dir(parent)
+        private.create_file(self.path)  # -wal and -shm get its mode from SQLite
         self._local = threading.local()
         # A connection must not cross fork(): each process (and thread) opens
         # its own; one inherited from the parent is set aside, never used or

@@ -45,6 +45,7 @@ from testbed.smtpsink import SmtpSink
 from testbed.waiting import tail, wait_for
 
 import Milter
+from bmslib import exitcodes
 from Milter.protocol import commands as cmd
 from Milter.protocol import replies as R
 
@@ -219,7 +220,7 @@ def test_metrics_of_two_workers_after_a_scenario_through_postfix(nsd: Nsd,
 
 
 @e2e
-def test_metrics_port_in_use_is_one_error_line_and_exit_2(nsd: Nsd) -> None:
+def test_metrics_port_in_use_is_one_error_line_and_exit_69(nsd: Nsd) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -231,7 +232,7 @@ def test_metrics_port_in_use_is_one_error_line_and_exit_2(nsd: Nsd) -> None:
             proc = subprocess.run([sys.executable, "-m", "bms", "-c", str(bms.cfg)],
                                   cwd=REPO, capture_output=True, text=True, timeout=60,
                                   check=False)
-            assert proc.returncode == 2, proc
+            assert proc.returncode == exitcodes.UNAVAILABLE, proc  # as the milter socket
             assert proc.stderr.splitlines() == [
                 f"bms: cannot listen on 127.0.0.1:{port} for metrics: "
                 "Address already in use"], proc.stderr

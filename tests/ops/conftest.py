@@ -46,11 +46,40 @@ def _base_interpreters() -> list[str]:
     return found
 
 
+def debian_packages(base: str) -> bool:
+    """Whether ``base`` is Debian's own Python with the dependencies from
+    Debian packages (python3-redis, ... : ./test.sh's setup installs them)."""
+    if not base.startswith("/usr/bin/"):
+        return False
+    return all(subprocess.run([base, "-c", code], capture_output=True, cwd="/",
+                              check=False).returncode == 0
+               for code in (f"{DEPENDENCIES}, prometheus_client", "import setuptools, wheel",
+                            "import pip"))
+
+
 def _make_venv(base: str, venv: Path) -> Path:
     """A venv without pip whose only extra path is our environment's
     site-packages: the dependencies (and pip, setuptools, wheel) without the
-    network.  bms itself is not visible there until pip installs it."""
+    network; on Debian's own Python with the Debian packages, a venv with the
+    system site-packages instead (bms then runs on Debian 12's versions).
+    bms itself is not visible there until pip installs it."""
     shutil.rmtree(venv, ignore_errors=True)
+    if debian_packages(base):
+        subprocess.run([base, "-m", "venv", "--without-pip", "--system-site-packages",
+                        str(venv)], check=True)
+        python = venv / "bin" / "python"
+        # publicsuffixlist has no Debian 12 package: from PyPI, as README's recipe.
+        pypi_only = venv / "pypi-only"
+        pypi_only.mkdir()
+        import publicsuffixlist
+        source = Path(publicsuffixlist.__file__).parent
+        shutil.copytree(source, pypi_only / source.name)
+        site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig."
+                               "get_paths()['purelib'])"], capture_output=True, text=True,
+                              check=True)
+        Path(site.stdout.strip()).mkdir(parents=True, exist_ok=True)
+        Path(site.stdout.strip(), "bms-pypi-only.pth").write_text(f"{pypi_only}\n")
+        return python
     subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()"

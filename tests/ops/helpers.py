@@ -56,7 +56,8 @@ class Daemon:
 
     def __init__(self, directory: Path, config: Path, *args: str,
                  env: Mapping[str, str] | None = None, user: str | None = None,
-                 python: str = sys.executable, cwd: Path = REPO) -> None:
+                 python: str = sys.executable, cwd: Path = REPO,
+                 groups: Sequence[str] = ()) -> None:
         self.dir = directory
         self.pidfile = directory / "run" / "bms.pid"
         self.log = directory / "log" / "milter.log"
@@ -69,7 +70,7 @@ class Daemon:
                             python=python),
                 cwd=cwd, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
                 env=None if env is None else dict(env), user=user, group=group,
-                extra_groups=None if user is None else [])
+                extra_groups=None if user is None else list(groups))
 
     def wait_ready(self, timeout: float = 30.0) -> Daemon:
         """Until the pidfile names the process (it is written once the socket listens)."""

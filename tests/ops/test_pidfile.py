@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from testbed.bmsd import REPO
 
-from bmslib import pidfile, sdnotify
+from bmslib import exitcodes, pidfile, sdnotify
 from bmslib.pidfile import Pidfile, PidfileError
 
 from .helpers import Daemon, run_bms, write_config
@@ -176,7 +176,7 @@ def test_live_pidfile_refuses_a_second_daemon_in_one_line(tmp_path: Path) -> Non
         sock = tmp_path / "run" / "bms.sock"
         before = os.stat(sock).st_ino
         out = run_bms("-c", str(cfg), "--pidfile", str(d.pidfile))
-        assert out.returncode == 2
+        assert out.returncode == exitcodes.UNAVAILABLE
         assert out.stderr == (f"bms: already running as pid {d.proc.pid} "
                               f"(pidfile {d.pidfile})\n")
         # The second one touched nothing: same socket file, same pidfile, still serving.

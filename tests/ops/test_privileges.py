@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from testbed.bmsd import REPO
 
-from bmslib import privileges
+from bmslib import exitcodes, privileges
 from bmslib.config import ConfigError, load_config
 from bmslib.privileges import Account, DropPlan, PrivilegeError, SocketPlan
 
@@ -186,7 +186,7 @@ def test_daemon_refuses_unknown_names_in_one_line(
         expected: str) -> None:
     cfg = write_config(tmp_path, sections)
     out = run_bms("-c", str(cfg), *args)
-    assert (out.returncode, out.stderr) == (2, expected)
+    assert (out.returncode, out.stderr) == (exitcodes.CONFIG, expected)
     assert not (tmp_path / "run" / "bms.sock").exists()
 
 

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 from testbed.bmsd import REPO
 
+from bmslib import exitcodes
+
 UNIT = REPO / "systemd" / "bms.service"
-BIN = "/usr/local/bin/bms"
+BIN = "/opt/bms/bin/bms"  # the README's venv recipe
 
 # Keys of systemd.unit(5), systemd.service(5), systemd.exec(5), systemd.kill(5)
 # that the unit may use; a typo'd key is an error here, not a silent no-op.
@@ -23,7 +25,8 @@ KNOWN = {
     "Service": {
         "Type", "NotifyAccess", "ExecStart", "ExecStartPre", "ExecReload", "ExecStop",
         "KillMode", "KillSignal", "TimeoutStopSec", "TimeoutStartSec", "Restart",
-        "RestartSec", "User", "Group", "UMask", "RuntimeDirectory", "RuntimeDirectoryMode",
+        "RestartSec", "RestartPreventExitStatus", "SupplementaryGroups", "User", "Group",
+        "UMask", "RuntimeDirectory", "RuntimeDirectoryMode",
         "RuntimeDirectoryPreserve", "StateDirectory", "StateDirectoryMode", "LogsDirectory",
         "LogsDirectoryMode", "NoNewPrivileges", "ProtectSystem", "ReadWritePaths",
         "PrivateTmp", "ProtectHome", "PrivateDevices", "ProtectKernelTunables",
@@ -85,6 +88,10 @@ def test_unit_says_what_bms_needs() -> None:
     assert "AF_UNIX" in one(unit, "Service", "RestrictAddressFamilies").split()
     assert "PrivateTmp" in service  # safe: the default tempdir is not /tmp
     assert one(unit, "Install", "WantedBy") == "multi-user.target"
+    # Configuration errors are not restarted forever.
+    assert set(one(unit, "Service", "RestartPreventExitStatus").split()) == {
+        str(exitcodes.USAGE), str(exitcodes.NOPERM), str(exitcodes.CONFIG)}
+    assert "SupplementaryGroups=postfix" in UNIT.read_text()  # the documented drop-in
 
 
 def test_unit_defaults_match_the_config_defaults() -> None:

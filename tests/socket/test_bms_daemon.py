@@ -15,6 +15,7 @@ import pytest
 from mtaclient import MtaClient
 from testbed.bmsd import REPO, BmsDaemon, config_text
 
+from bmslib import exitcodes
 from Milter.protocol import commands as cmd
 from Milter.protocol import replies as R
 
@@ -72,7 +73,7 @@ def test_shipped_config_checks_and_prints_the_mta_lines() -> None:
 
 def test_bad_socket_is_one_clear_line() -> None:
     out = bms("-c", "pymilter.cfg", "--socket", "inet:127.0.0.1:8894")
-    assert out.returncode == 2
+    assert out.returncode == exitcodes.CONFIG
     assert out.stderr.count("\n") == 1 and "Postfix" in out.stderr
 
 
@@ -87,11 +88,11 @@ def test_config_errors_stop_startup_with_one_line(
     cfg = tmp_path / "bad.cfg"
     cfg.write_text(config_text({"milter": {"socket": "inet:0@127.0.0.1"}, **sections}))
     out = bms("-c", str(cfg), "--check-config")
-    assert out.returncode == 1, out
+    assert out.returncode == exitcodes.CONFIG, out
     assert out.stderr.count("\n") == 1, out.stderr
     assert str(cfg) in out.stderr and expected in out.stderr, out.stderr
     out = bms("-c", str(cfg), "--foreground")
-    assert out.returncode == 2, out
+    assert out.returncode == exitcodes.CONFIG, out
     assert out.stderr.count("\n") == 1 and expected in out.stderr, out.stderr
 
 
@@ -99,7 +100,7 @@ def test_missing_access_file_is_one_line(tmp_path: Path) -> None:
     cfg = tmp_path / "c.cfg"
     cfg.write_text(config_text({"spf": {"access_file": str(tmp_path / "nowhere")}}))
     out = bms("-c", str(cfg), "--check-config")
-    assert out.returncode == 1
+    assert out.returncode == exitcodes.CONFIG
     assert out.stderr.count("\n") == 1 and "nowhere" in out.stderr, out.stderr
 
 
@@ -121,7 +122,7 @@ def test_unwritable_archive_or_tempdir_is_one_line_at_startup(
                                            "datadir": str(tmp_path)},
                                 "spf": {"access_file": ""}} | sections))
     out = bms("-c", str(cfg), "--check-config")
-    assert out.returncode == 1, out
+    assert out.returncode == exitcodes.CONFIG, out
     assert out.stderr.count("\n") == 1, out.stderr
     assert where in out.stderr and str(blocker) in out.stderr, out.stderr
     assert f"user {pwd.getpwuid(os.geteuid()).pw_name}" in out.stderr, out.stderr
@@ -161,7 +162,8 @@ def test_daemon_logs_each_decision_then_stops_on_sigterm(daemon: BmsDaemon) -> N
     assert first[0] == "connect from pc1.example.net at (192.0.2.7, 4000) INTERNAL"
     # Untrusted text is escaped: no line break or terminal escape reaches the log.
     assert first[1] == "hello from pc1.example.net\\n\\x1b[31mEVIL"
-    assert first[-1] == "ACCEPT: 2 recipients, queue id QUEUE1"
+    assert first[-2:] == ["ACCEPT: 2 recipients, queue id QUEUE1",
+                          "close: session from pc1.example.net at 192.0.2.7 ended"]
     second = daemon.connection_of("connect from pc2.example.net")
     assert "REJECT: zombie PC at 192.0.2.8 sending MAIL FROM pc@zombie.example" in second
     ids = [cid for cid, msg in lines if "connect from pc" in msg]

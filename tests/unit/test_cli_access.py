@@ -83,7 +83,7 @@ def test_an_unreadable_access_file_is_one_line(capsys: pytest.CaptureFixture[str
     cfg.write_text(f"[spf]\naccess_file = {tmp_path}/missing\n")
     assert bms.main(["-c", str(cfg), "access", "query", "Connect", "192.0.2.1"]) == 2
     assert capsys.readouterr().err == (
-        f"bms access: [spf] access_file: {tmp_path}/missing: cannot read: "
+        f"bms access: {cfg}: [spf] access_file: {tmp_path}/missing: cannot read: "
         "No such file or directory\n")
 
 

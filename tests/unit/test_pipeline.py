@@ -298,3 +298,17 @@ def test_supply_sender_adds_the_mail_from_as_sender(
         t.mail("<bounce@example.com>", [], macros())
         t.header("From", "service@bank.example")
         assert all(e.name != "Sender" for e in t.eom(macros()).edits)
+
+
+def test_a_session_the_mta_ends_leaves_a_closing_line(caplog: pytest.LogCaptureFixture) -> None:
+    """The MTA rejected the recipient itself and the client quit: bms's log
+    still ends the session with one line."""
+    caplog.set_level(logging.INFO, "bms")
+    s = session()
+    connect(s, "192.168.1.5", "pc.example.net\n\x1b[2J")
+    s.helo("pc.example.net")
+    assert not s.mail("<alice@example.com>", [], macros()).final
+    s.abort()
+    s.close()
+    assert caplog.messages[-1] == "close: session from pc.example.net\\n\\x1b[2J at " \
+                                  "192.168.1.5 ended"
