@@ -25,6 +25,7 @@ from typing import IO, Protocol, TypeVar
 from .. import metrics
 from ..interfaces import Access, Archive, Clock, Resolver, StateStore
 from ..log import escape
+from ..safetext import envelope_address, host_name
 from ..spool import MessageSpool
 from . import checks, dkimstep, dsnreply
 from .address import Address, parse_address
@@ -199,7 +200,7 @@ class SmtpSession:
 
     def connect(self, hostname: str, family: int, hostaddr: object, macro: Macro) -> Decision:
         sv = self.services
-        receiver = (macro("j") or "localhost").strip()
+        receiver = host_name(macro("j") or "")  # it goes into our headers and HELO
         conn = classify(self.settings.connection, hostname, family, hostaddr, receiver,
                         macro("{daemon_port}"), sv.resolver, sv.is_dynamic)
         self.conn = conn
@@ -558,8 +559,16 @@ class SmtpSession:
         """Valid SRS recipients replaced by the addresses they stand for."""
         if not self.srs_reversed or self.settings.dry_run:
             return add, delete
-        return (add + tuple(f"<{orig}>" for _, orig in self.srs_reversed),
-                delete + tuple(raw for raw, _ in self.srs_reversed))
+        pairs = []
+        for raw, orig in self.srs_reversed:
+            path = envelope_address(f"<{orig}>")
+            if path is None:  # a signed address we would no longer make
+                log.info("SRS: %s stays: %s is not a sendable address", escape(raw),
+                         escape(orig))
+            else:
+                pairs.append((raw, path))
+        return (add + tuple(path for _, path in pairs),
+                delete + tuple(raw for raw, _ in pairs))
 
     def _srs_sender(self) -> str | None:
         """The SRS0 envelope sender for mail relayed from a non-local sender
@@ -569,10 +578,16 @@ class SmtpSession:
             return None
         new = srs.rewrite_sender(self.sender, self.recipients,
                                  self.settings.checks.internal_domains)
-        if new is not None:
-            log.info("SRS: envelope sender %s is now %s", escape(self.sender.mailbox),
-                     escape(new))
-        return None if new is None else f"<{new}>"
+        if new is None:
+            return None
+        path = envelope_address(f"<{new}>")
+        if path is None:  # CR, LF, ESC ... in the sender: no SMTP path can carry them
+            log.info("SRS: envelope sender %s not rewritten: not a sendable address",
+                     escape(self.sender.mailbox))
+            return None
+        log.info("SRS: envelope sender %s is now %s", escape(self.sender.mailbox),
+                 escape(new))
+        return path
 
     def _whitelist_recipients(self) -> None:
         """Outside recipients of mail from our own users go on the
