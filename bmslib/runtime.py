@@ -143,6 +143,7 @@ def policy_settings(config: Config) -> PolicySettings:
         greylist=greylist_settings(config),
         dkim=dkim_settings(config),
         email_providers=frozenset(d.lower() for d in _words(g("milter", "email_providers"))),
+        max_argument_length=int(g("milter", "max_argument_length")),
     )
 
 

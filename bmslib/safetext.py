@@ -59,12 +59,19 @@ def _cut(text: str, limit: int, marker: str = "...") -> str:
     return text if len(text) <= limit else text[:max(0, limit - len(marker))] + marker
 
 
+def _escaped_cut(text: str, limit: int) -> str:
+    """:func:`_printable_ascii` of ``text`` cut to ``limit``; escaping only
+    makes text longer, so only the first ``limit`` characters are looked at
+    (the work stays bounded for a HELO of 100 KB, issue 13 item 6)."""
+    return _cut(_printable_ascii(text[:limit + 1]), limit)
+
+
 # --- replies -----------------------------------------------------------------------
 
 def reply_line(text: str, limit: int = MAX_REPLY_LINE) -> str:
     """One line of SMTP reply text: printable ASCII (CR, LF, NUL, ESC, 8-bit
     text as backslash escapes), cut to ``limit`` bytes."""
-    return _cut(_printable_ascii(text), limit)
+    return _escaped_cut(text, limit)
 
 
 def setreply_line(text: str, limit: int = MAX_REPLY_LINE) -> str:
@@ -83,7 +90,7 @@ def setreply_line(text: str, limit: int = MAX_REPLY_LINE) -> str:
 def header_value(text: str, limit: int = HEADER_LIMIT) -> str:
     """Text for a header field we add: printable ASCII only (a DNS answer, a
     HELO or an address can put anything into it), cut at ``limit``."""
-    return _cut(_printable_ascii(text), limit)
+    return _escaped_cut(text, limit)
 
 
 def host_name(text: str, default: str = "localhost") -> str:
@@ -94,7 +101,7 @@ def host_name(text: str, default: str = "localhost") -> str:
     name = text.strip()
     if not name:
         return default
-    return _cut(_printable_ascii(name).replace(" ", "\\x20"), HOST_LIMIT)
+    return _cut(_printable_ascii(name[:HOST_LIMIT + 1]).replace(" ", "\\x20"), HOST_LIMIT)
 
 
 # --- envelope rewrites --------------------------------------------------------------
@@ -118,8 +125,12 @@ def log_text(text: object, limit: int = LOG_LIMIT) -> str:
     """One-line, printable form of untrusted text for ``milter.log``; longer
     than ``limit``: cut and marked with the number of characters left out."""
     s = text if isinstance(text, str) else str(text)
+    more = max(0, len(s) - limit)
+    if more:
+        s = s[:limit]  # before escaping: the work stays bounded
     if _LOG_UNSAFE.search(s):
         s = _LOG_UNSAFE.sub(_backslashed, s)
-    if len(s) > limit:
-        s = s[:limit] + f"...({len(s) - limit} more)"
-    return s
+        if len(s) > limit:
+            more += len(s) - limit
+            s = s[:limit]
+    return s + f"...({more} more)" if more else s

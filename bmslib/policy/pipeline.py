@@ -27,7 +27,7 @@ from ..interfaces import Access, Archive, Clock, Resolver, StateStore
 from ..log import escape
 from ..safetext import envelope_address, host_name
 from ..spool import MessageSpool
-from . import checks, dkimstep, dsnreply
+from . import arglimit, checks, dkimstep, dsnreply
 from .address import Address, parse_address
 from .checks import CheckSettings
 from .connection import Connection, ConnectionSettings, classify
@@ -92,6 +92,7 @@ class PolicySettings:
     email_providers: frozenset[str] = frozenset()  # ban the mailbox, never the domain
     auto_whitelist_days: float = 60.0  # recipients of internal senders
     blacklist_days: float = 30.0
+    max_argument_length: int = 2048  # HELO, MAIL and RCPT arguments (0: no cap)
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,9 @@ class SmtpSession:
     def helo(self, name: str) -> Decision:
         conn = self._conn()
         log.info("hello from %s", escape(name))
+        d = arglimit.check_length("HELO", (name,), self.settings.max_argument_length)
+        if d.final:
+            return self._answer(d)
         if self.in_transaction:
             self._offense("HELO in transaction", "HELO after MAIL FROM")
         self.helo_name = name
@@ -229,9 +233,13 @@ class SmtpSession:
         conn = self._conn()
         self._reset_message()
         self.in_transaction = True
+        log.info("mail from %s", escape(" ".join((sender_raw, *params))))
+        d = arglimit.check_length("MAIL FROM", (sender_raw, *params),
+                                  self.settings.max_argument_length)
+        if d.final:
+            return self._answer(d)
         sender = parse_address(sender_raw)
         self.sender = sender
-        log.info("mail from %s", escape(" ".join((sender_raw, *params))))
         internal = conn.internal
         auth_policy = None
         user = macro("{auth_authen}")
@@ -327,8 +335,12 @@ class SmtpSession:
 
     def rcpt(self, rcpt_raw: str, params: Sequence[str]) -> Decision:
         conn = self._conn()
-        rcpt = parse_address(rcpt_raw)
         log.info("rcpt to %s", escape(" ".join((rcpt_raw, *params))))
+        d = arglimit.check_length("RCPT TO", (rcpt_raw, *params),
+                                  self.settings.max_argument_length)
+        if d.final:
+            return self._answer(d)
+        rcpt = parse_address(rcpt_raw)
         d = checks.check_recipient(conn, self.settings.checks, rcpt)
         if d.final:
             if d.tag == "unknown user":
