@@ -253,7 +253,9 @@ class Base:
 
     def _setctx(self, ctx: Any) -> None:
         self._ctx = ctx
-        self._actions = CURR_ACTS
+        # A connection object made without a negotiation (after QUIT_NC, the
+        # MTA does not negotiate again) gets the connection's actions.
+        self._actions = getattr(ctx, "negotiated_actions", CURR_ACTS)
         self._protocol = 0
         if ctx:
             ctx.setpriv(self)

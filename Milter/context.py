@@ -413,6 +413,13 @@ class Context:
 
     # ------------------------------------------------- pymilter context API
 
+    @property
+    def negotiated_actions(self) -> int:
+        """The actions of this connection's agreement (none without one: a
+        session the MTA began without OPTNEG may not edit anything)."""
+        agreement = self.session.agreement
+        return 0 if agreement is None else agreement.actions
+
     def getpriv(self) -> Any:
         return self._priv
 
