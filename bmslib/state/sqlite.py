@@ -122,7 +122,7 @@ class SqliteStore:
             self._open[threading.current_thread()] = db
         return db
 
-    def open_connections(self) -> int:
+    def _open_count(self) -> int:
         """Connections this process holds (one per live thread that used it)."""
         with self._open_lock:
             return len(self._open)

@@ -28,13 +28,13 @@ def test_connections_of_ended_threads_are_closed(tmp_path: Path) -> None:
             t.join()
     assert store.ip_banned("192.0.2.1", 0.0)
     # Each batch of 20 took the connections the one before left.
-    assert store.open_connections() <= 21
+    assert store._open_count() <= 21
     assert _fds() <= before + 3 * 20  # WAL: a connection holds the db, -wal and -shm
     for _ in range(5):  # one thread at a time: one connection, reused
         t = threading.Thread(target=store.ip_banned, args=("192.0.2.1", 0.0))
         t.start()
         t.join()
-    assert store.open_connections() <= 21
+    assert store._open_count() <= 21
 
 
 def test_live_threads_keep_their_connection(tmp_path: Path) -> None:
@@ -52,7 +52,7 @@ def test_live_threads_keep_their_connection(tmp_path: Path) -> None:
     for t in threads:
         t.start()
     ready.wait()
-    assert store.open_connections() == 3
+    assert store._open_count() == 3
     go.set()
     for t in threads:
         t.join()
