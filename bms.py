@@ -387,6 +387,9 @@ def run_daemon(args: argparse.Namespace, paths: Sequence[str], config: Config,
         callbacks=dict(Milter.glue_callbacks(make_milter)),
         registered=True, conn=socket_spec, timeout=float(config.get("milter", "timeout")),
         workers=workers, umask=None if umask is None else int(umask),
+        session_deadline=float(config.get("milter", "session_deadline")),
+        message_deadline=float(config.get("milter", "message_deadline")),
+        max_connections=int(config.get("milter", "max_connections")),
         observer=metrics.OBSERVER,
         exception_policy=EXCEPTION_POLICY[str(config.get("milter", "untrapped_exception"))
                                           .upper()])

@@ -89,7 +89,10 @@ from .lowlevel import (  # noqa: F401 - the public pymilter names
     setbacklog,
     setconn,
     setdbg,
+    setmaxconnections,
     setmaxdatasize,
+    setmessagetimeout,
+    setsessiontimeout,
     settimeout,
     setworkers,
     stop,
@@ -250,7 +253,9 @@ class Base:
 
     def _setctx(self, ctx: Any) -> None:
         self._ctx = ctx
-        self._actions = CURR_ACTS
+        # A connection object made without a negotiation (after QUIT_NC, the
+        # MTA does not negotiate again) gets the connection's actions.
+        self._actions = getattr(ctx, "negotiated_actions", CURR_ACTS)
         self._protocol = 0
         if ctx:
             ctx.setpriv(self)

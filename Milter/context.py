@@ -27,7 +27,7 @@ from .observer import NullObserver
 from .protocol import commands as cmd
 from .protocol import constants as C
 from .protocol import replies as R
-from .protocol.errors import NegotiationRefused, PeerError, UsageError
+from .protocol.errors import NegotiationRefused, PeerError, UsageError, shown
 from .protocol.negotiation import Offer, settle
 from .protocol.replytext import build_reply
 from .protocol.session import Session, State
@@ -83,7 +83,7 @@ def to_str(value: bytes) -> str:
 
 def _check_header_name(name: bytes) -> None:
     if not name or any(b <= 32 or b == 58 or b == 127 for b in name):
-        raise L.error(f"invalid header name {name!r}")
+        raise L.error(f"invalid header name {shown(name)}")
 
 
 def _check_header_value(value: bytes) -> None:
@@ -96,6 +96,13 @@ def _check_header_value(value: bytes) -> None:
         if value[start + 1 : start + 2] not in (b" ", b"\t"):
             raise L.error("header value has a line break not followed by whitespace")
         start = value.find(b"\n", start + 1)
+
+
+def _check_envelope(addr: bytes, what: str) -> None:
+    # An SMTP path has no escape for control characters: CR or LF would end
+    # the MTA's envelope line, ESC reaches Return-Path (issue 13).
+    if any(b < 32 or b == 127 for b in addr):
+        raise L.error(f"cannot {what}: control character in address {shown(addr)}")
 
 
 class Context:
@@ -398,6 +405,13 @@ class Context:
 
     # ------------------------------------------------- pymilter context API
 
+    @property
+    def negotiated_actions(self) -> int:
+        """The actions of this connection's agreement (none without one: a
+        session the MTA began without OPTNEG may not edit anything)."""
+        agreement = self.session.agreement
+        return 0 if agreement is None else agreement.actions
+
     def getpriv(self) -> Any:
         return self._priv
 
@@ -451,6 +465,7 @@ class Context:
         addr = to_bytes(rcpt, "recipient")
         if not addr:
             raise L.error("cannot add recipient: empty address")
+        _check_envelope(addr, "add recipient")
         if params is None:
             self._modify(R.AddRcpt(addr), "cannot add recipient")
         else:
@@ -467,6 +482,7 @@ class Context:
         addr = to_bytes(sender, "sender")
         if not addr:
             raise L.error("cannot change sender: empty address")
+        _check_envelope(addr, "change sender")
         args = None if params is None else to_bytes(params, "ESMTP parameters")
         self._modify(R.ChangeFrom(addr, args), "cannot change sender")
 

@@ -171,6 +171,30 @@ def setworkers(n: int) -> None:
     _registration.workers = n
 
 
+def setsessiontimeout(secs: float) -> None:
+    """Close an MTA connection that has lasted ``secs`` seconds, however
+    slowly its bytes come (bms extension; 0: no deadline)."""
+    if secs < 0:
+        raise error("cannot set session timeout")
+    _registration.session_deadline = float(secs)
+
+
+def setmessagetimeout(secs: float) -> None:
+    """Close an MTA connection whose transaction (MAIL FROM to the verdict at
+    end of message) has lasted ``secs`` seconds (bms extension; 0: none)."""
+    if secs < 0:
+        raise error("cannot set message timeout")
+    _registration.message_deadline = float(secs)
+
+
+def setmaxconnections(n: int) -> None:
+    """MTA connections served at once per process; more are closed at once
+    and the MTA applies its default action (bms extension; 0: no cap)."""
+    if n < 0:
+        raise error("cannot set max connections")
+    _registration.max_connections = int(n)
+
+
 def getversion() -> tuple[int, int, int]:
     """The libmilter version we behave as (negotiate callbacks supported)."""
     return (1, 0, 1)
@@ -189,7 +213,10 @@ def make_server(reg: Registration) -> MilterServer:
         return Context(reg, send, cid)
 
     return MilterServer(reg.conn, make, timeout=reg.timeout, backlog=reg.backlog,
-                        workers=reg.workers, umask=reg.umask, observer=reg.observer)
+                        workers=reg.workers, umask=reg.umask, observer=reg.observer,
+                        session_deadline=reg.session_deadline,
+                        message_deadline=reg.message_deadline,
+                        max_connections=reg.max_connections)
 
 
 def _make_server() -> MilterServer:

@@ -102,6 +102,11 @@ class Registration:
     max_data_size: int = C.DEFAULT_MAX_DATA_SIZE
     workers: int = 1
     umask: int | None = None
+    # Limits (bms extensions, 0: none): seconds a connection / a transaction
+    # may last in all, and MTA connections served at once per process.
+    session_deadline: float = 0.0
+    message_deadline: float = 0.0
+    max_connections: int = 0
     debug: int = 0
     # Told of connections and callback times (bms: its Prometheus metrics).
     observer: Observer = NULL_OBSERVER

@@ -37,6 +37,7 @@ RECV_SIZE = 256 * 1024
 MAX_SPARE_THREADS = 4  # idle threads kept waiting in accept()
 _TIMEVAL = struct.Struct("@ll")  # struct timeval for SO_RCVTIMEO
 DEFAULT_DRAIN_SECONDS = 30.0
+_NEVER = float("inf")
 
 
 class ContextLike(Protocol):
@@ -98,6 +99,58 @@ class _Live:
             return True
         finally:
             self.lock.release()
+
+
+class _Deadlines:
+    """The session and message deadlines of one connection.
+
+    Checked when a ``recv`` returns (bytes trickling in do not extend them),
+    and the socket's receive timeout is lowered to the nearer deadline, so a
+    silent connection wakes up in time.  It is re-armed only when the
+    deadline has come closer than the armed timeout by a tenth (or when a
+    message ended and the timeout may grow again): a handful of
+    ``setsockopt`` calls per session, none per packet."""
+
+    __slots__ = ("armed", "end", "message", "message_end", "session", "session_end", "sock",
+                 "timeout", "which")
+
+    def __init__(self, sock: socket.socket, timeout: float, session: float,
+                 message: float) -> None:
+        self.sock = sock
+        self.timeout = self.armed = timeout
+        self.session = session
+        self.message = message
+        self.session_end = time.monotonic() + session if session else _NEVER
+        self.message_end = _NEVER
+        self.end = self.session_end
+        self.which = "session"
+
+    def update(self, idle: bool, now: float) -> None:
+        """After handling a packet: a transaction began or ended, re-arm."""
+        if self.message:
+            if idle:
+                self.message_end = _NEVER
+            elif self.message_end == _NEVER:
+                self.message_end = now + self.message
+        if self.message_end < self.session_end:
+            self.end, self.which = self.message_end, "message"
+        else:
+            self.end, self.which = self.session_end, "session"
+        want = min(self.timeout, self.end - now)
+        margin = max(0.5, want / 10)
+        if want < self.armed - margin or (self.armed < self.timeout
+                                          and want > self.armed + margin):
+            self.armed = want = max(want, 0.001)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                                 _TIMEVAL.pack(int(want), int(want % 1 * 1e6)))
+
+    def passed(self, now: float) -> bool:
+        if now < self.end:
+            return False
+        limit = self.session if self.which == "session" else self.message
+        where = "session" if self.which == "session" else "message (from MAIL FROM)"
+        log.warning("%s deadline of %gs reached, closing the MTA connection", where, limit)
+        return True
 
 
 class SocketSpecError(ValueError):
@@ -186,6 +239,9 @@ class MilterServer:
         umask: int | None = None,
         socket_mode: int | None = None,
         drain_seconds: float = DEFAULT_DRAIN_SECONDS,
+        session_deadline: float = 0.0,
+        message_deadline: float = 0.0,
+        max_connections: int = 0,
         on_reload: Callable[[], object] | None = None,
         on_reopen: Callable[[], object] | None = None,
         observer: Observer = NULL_OBSERVER,
@@ -198,6 +254,13 @@ class MilterServer:
         self.umask = umask
         self.socket_mode = socket_mode
         self.drain_seconds = drain_seconds
+        # Limits (0: none): a connection is closed when it has lasted
+        # session_deadline seconds or a transaction message_deadline seconds,
+        # however slowly the bytes come; over max_connections at once, a new
+        # connection is closed at once (the MTA applies its default action).
+        self.session_deadline = session_deadline
+        self.message_deadline = message_deadline
+        self.max_connections = max_connections
         self.observer = observer
         # SIGHUP: on_reload() when given, else stop (libmilter's meaning);
         # SIGUSR1: on_reopen() (reopen log files).
@@ -405,10 +468,19 @@ class MilterServer:
                     time.sleep(0.1)
                     continue
                 with self._threads_lock:
-                    self._waiting -= 1
-                    self._busy += 1
-                    if self._waiting == 0 and not self._stopping.is_set():
-                        self._start_acceptor()
+                    if 0 < self.max_connections <= self._busy:
+                        refused = True
+                    else:
+                        refused = False
+                        self._waiting -= 1
+                        self._busy += 1
+                        if self._waiting == 0 and not self._stopping.is_set():
+                            self._start_acceptor()
+                if refused:
+                    log.warning("connection limit: %d MTA connections already served, "
+                                "closing a new one (max_connections)", self.max_connections)
+                    conn.close()
+                    continue
                 self.observer.connection_opened()
                 try:
                     self._serve_connection(conn)
@@ -431,6 +503,7 @@ class MilterServer:
         quickack = _QUICKACK if tcp else None
         ctx: ContextLike | None = None
         live: _Live | None = None
+        deadlines: _Deadlines | None = None
         writes = 0
 
         def send(data: bytes) -> None:
@@ -456,10 +529,17 @@ class MilterServer:
             setsockopt = conn.setsockopt
             receive = ctx.receive
             stopping = self._stopping
+            if self.session_deadline or self.message_deadline:
+                deadlines = _Deadlines(conn, self.timeout, self.session_deadline,
+                                       self.message_deadline)
+                deadlines.update(ctx.idle, time.monotonic())
             while True:
                 data = recv(RECV_SIZE)
                 if not data:
                     ctx.end_of_input()
+                    break
+                if deadlines is not None and deadlines.passed(time.monotonic()):
+                    ctx.connection_lost(TimeoutError(f"{deadlines.which} deadline"))
                     break
                 before = writes
                 with live.lock:
@@ -471,15 +551,21 @@ class MilterServer:
                         break
                     if not receive(data):
                         break
+                if deadlines is not None:
+                    deadlines.update(ctx.idle, time.monotonic())
                 if quickack is not None and writes == before:
                     # Nothing to answer yet: ACK now, so an MTA holding its next
                     # small write for our ACK (Nagle) is not left waiting for
                     # the delayed-ACK timer.  A reply carries the ACK itself.
                     setsockopt(socket.IPPROTO_TCP, quickack, 1)
         except BlockingIOError:  # SO_RCVTIMEO / SO_SNDTIMEO expired
-            log.warning("no progress with the MTA for %s seconds, closing", self.timeout)
+            if deadlines is not None and deadlines.passed(time.monotonic()):
+                reason = f"{deadlines.which} deadline"
+            else:
+                log.warning("no progress with the MTA for %s seconds, closing", self.timeout)
+                reason = "read timeout"
             if ctx is not None:
-                ctx.connection_lost(TimeoutError("read timeout"))
+                ctx.connection_lost(TimeoutError(reason))
         except OSError as exc:
             log.info("MTA connection error: %s", exc)
             if ctx is not None:

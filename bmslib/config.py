@@ -537,6 +537,15 @@ _MILTER_OPTIONS: tuple[Option, ...] = (
     _opt("errors_url", STR, "", "web page for reject explanations", unimplemented=(
         "bms does not put a URL in reject replies (it leaked sender data to a web "
         "server); ignored")),
+    # Limits (issue 13): no session or client can exhaust the daemon.
+    _opt("session_deadline", _number_type(0), 3600.0,
+         "seconds an MTA connection may last in all, however it trickles (0: no limit)"),
+    _opt("message_deadline", _number_type(0), 1800.0,
+         "seconds from MAIL FROM to the verdict at end of message (0: no limit)"),
+    _opt("max_connections", _int_type(0), 500,
+         "MTA connections served at once per process; more are closed at once (0: no limit)"),
+    _opt("max_argument_length", _int_type(0), 2048,
+         "longest HELO name or MAIL/RCPT argument list; longer: 501 (0: no limit)"),
 )
 
 _LEGACY_MILTER_DEFANG = tuple(o.name for o in _DEFANG_OPTIONS)

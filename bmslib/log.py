@@ -3,7 +3,7 @@
     2026Nov24 12:01:04 [12430] REJECT: zombie PC at 192.0.2.7 sending MAIL FROM a@b.example
 
 The connection id comes from :mod:`Milter.connid` through a filter; every
-text that came from the network goes through :func:`escape`, so a hostile
+text that came from the network goes through :func:`escape` (:mod:`bmslib.safetext`), so a hostile
 HELO, header or DNS answer cannot start a line of its own or paint the
 terminal.  The file handler reopens the file when logrotate moved it.
 """
@@ -14,30 +14,20 @@ import io
 import logging
 import logging.handlers
 import os
-import re
 import sys
 from typing import Final
 
 from Milter import connid
 
 from . import private
+from .safetext import log_text
 
 LOG_FORMAT: Final = "%(asctime)s [%(connid)s] %(message)s"
 DATE_FORMAT: Final = "%Y%b%d %H:%M:%S"
 LOG_FILE: Final = "milter.log"
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f\u0080-\u009f\u2028\u2029\ud800-\udfff]")
-
-
-def escape(text: object, limit: int = 500) -> str:
-    """One-line, printable form of untrusted text (longer than ``limit``: cut, marked)."""
-    s = text if isinstance(text, str) else str(text)
-    if _UNSAFE.search(s):
-        s = _UNSAFE.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace")
-                        .decode("ascii"), s)
-    if len(s) > limit:
-        s = s[:limit] + f"...({len(s) - limit} more)"
-    return s
+# One-line, printable, bounded form of untrusted text (bmslib.safetext).
+escape = log_text
 
 
 class _Formatter(logging.Formatter):

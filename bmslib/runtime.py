@@ -151,6 +151,7 @@ def policy_settings(config: Config) -> PolicySettings:
         trusted_arc_sealers=frozenset(d.lower() for d in _words(g("dmarc",
                                                                   "trusted_arc_sealers"))),
         email_providers=frozenset(d.lower() for d in _words(g("milter", "email_providers"))),
+        max_argument_length=int(g("milter", "max_argument_length")),
     )
 
 

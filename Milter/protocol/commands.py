@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from . import constants as C
-from .errors import MalformedPacket, NegotiationRefused, UnknownCommand
+from .errors import MalformedPacket, NegotiationRefused, UnknownCommand, shown
 from .framing import encode_frame
 
 _U32X3: Final = struct.Struct(">III")
@@ -215,7 +215,7 @@ def _parse_ipv4(text: str) -> str:
     try:
         return str(ipaddress.IPv4Address(text))
     except ValueError:
-        raise MalformedPacket(f"CONNECT with a bad IPv4 address {text!r}") from None
+        raise MalformedPacket(f"CONNECT with a bad IPv4 address {shown(text)}") from None
 
 
 def _parse_ipv6(text: str) -> str:
@@ -223,11 +223,11 @@ def _parse_ipv6(text: str) -> str:
     if text[:5].lower() == "ipv6:":
         text = text[5:]
     if "%" in text:  # inet_pton takes no scope id
-        raise MalformedPacket(f"CONNECT with a bad IPv6 address {text!r}")
+        raise MalformedPacket(f"CONNECT with a bad IPv6 address {shown(text)}")
     try:
         addr = ipaddress.IPv6Address(text)
     except ValueError:
-        raise MalformedPacket(f"CONNECT with a bad IPv6 address {text!r}") from None
+        raise MalformedPacket(f"CONNECT with a bad IPv6 address {shown(text)}") from None
     return _inet_ntop6(addr)
 
 

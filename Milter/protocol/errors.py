@@ -9,6 +9,17 @@ session goes on and the caller gets an exception.
 
 from __future__ import annotations
 
+SHOWN_LIMIT = 80  # characters of a bad field quoted in an error message
+
+
+def shown(text: str | bytes, limit: int = SHOWN_LIMIT) -> str:
+    """A bad field as an error message quotes it: ``repr`` (so control
+    characters are escaped), at most ``limit`` characters of it, then how many
+    more there were.  A hostile packet can carry a field of a megabyte."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}...({len(text) - limit} more)"
+
 
 class ProtocolError(Exception):
     """Base class of every error raised by :mod:`Milter.protocol`."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from .. import safetext
+
 
 class Action(enum.Enum):
     CONTINUE = "CONTINUE"
@@ -50,16 +52,10 @@ class Decision:
 
 CONTINUE = Decision(Action.CONTINUE)
 
-MAX_REPLY_LINE = 900  # bytes; the MTA takes 980 per line including the codes
-
-
-def reply_line(text: str) -> str:
-    """``text`` cut to fit one reply line (it may quote a very long address)."""
-    raw = text.encode("utf-8", "surrogateescape")
-    if len(raw) <= MAX_REPLY_LINE:
-        return text
-    # rstrip: never leave half of a doubled % (the milter glue doubles them).
-    return raw[:MAX_REPLY_LINE - 3].decode("utf-8", "surrogateescape").rstrip("%") + "..."
+# One line of reply text: printable ASCII, at most MAX_REPLY_LINE bytes
+# (bmslib.safetext; a line may quote a hostile address or HELO).
+reply_line = safetext.reply_line
+MAX_REPLY_LINE = safetext.MAX_REPLY_LINE
 
 
 class AccessKind(enum.Enum):

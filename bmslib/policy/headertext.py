@@ -1,20 +1,21 @@
 """Text that goes into the header fields we add (Received-SPF,
-Authentication-Results) or into SMTP replies: printable ASCII only, bounded,
-so a hostile HELO, address, AUTH user or DNS answer cannot inject a line."""
+Authentication-Results): printable ASCII only, bounded, so a hostile HELO,
+address, AUTH user or DNS answer cannot inject a line
+(:func:`bmslib.safetext.header_value` does the work)."""
 
 from __future__ import annotations
 
 import re
 
-_UNSAFE_HEADER = re.compile(r"[^\x20-\x7e]")
+from ..safetext import header_value
+
 _TOKEN = re.compile(r"[A-Za-z0-9.@_+=!#$%&'*/?^`{|}~-]+")
 
 
 def header_safe(text: str, limit: int = 900) -> str:
     """Printable ASCII only (a DNS answer or a HELO can put anything into
     pyspf's text): other characters as ``\\xNN``/``\\uNNNN``, cut at ``limit``."""
-    s = _UNSAFE_HEADER.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
-    return s if len(s) <= limit else s[:limit] + "..."
+    return header_value(text, limit)
 
 
 def pvalue(value: str) -> str:

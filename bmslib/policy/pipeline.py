@@ -26,8 +26,9 @@ from .. import metrics
 from ..interfaces import Access, Archive, Clock, Resolver, StateStore
 from ..log import escape
 from ..logfields import decision
+from ..safetext import envelope_address, host_name
 from ..spool import MessageSpool
-from . import arc, checks, dkimstep, dmarcreport, dmarcstep, dnsbl, dsnreply
+from . import arc, arglimit, checks, dkimstep, dmarcreport, dmarcstep, dnsbl, dsnreply
 from .address import Address, parse_address
 from .arc import ArcResult, ArcSettings
 from .checks import CheckSettings
@@ -101,6 +102,7 @@ class PolicySettings:
     email_providers: frozenset[str] = frozenset()  # ban the mailbox, never the domain
     auto_whitelist_days: float = 60.0  # recipients of internal senders
     blacklist_days: float = 30.0
+    max_argument_length: int = 2048  # HELO, MAIL and RCPT arguments (0: no cap)
 
 
 @dataclass(frozen=True)
@@ -216,7 +218,7 @@ class SmtpSession:
 
     def connect(self, hostname: str, family: int, hostaddr: object, macro: Macro) -> Decision:
         sv = self.services
-        receiver = (macro("j") or "localhost").strip()
+        receiver = host_name(macro("j") or "")  # it goes into our headers and HELO
         conn = classify(self.settings.connection, hostname, family, hostaddr, receiver,
                         macro("{daemon_port}"), sv.resolver, sv.is_dynamic)
         self.conn = conn
@@ -243,6 +245,9 @@ class SmtpSession:
     def helo(self, name: str) -> Decision:
         conn = self._conn()
         log.info("hello from %s", escape(name))
+        d = arglimit.check_length("HELO", (name,), self.settings.max_argument_length)
+        if d.final:
+            return self._answer(d)
         if self.in_transaction:
             self._offense("HELO in transaction", "HELO after MAIL FROM")
         self.helo_name = name
@@ -255,9 +260,13 @@ class SmtpSession:
         conn = self._conn()
         self._reset_message()
         self.in_transaction = True
+        log.info("mail from %s", escape(" ".join((sender_raw, *params))))
+        d = arglimit.check_length("MAIL FROM", (sender_raw, *params),
+                                  self.settings.max_argument_length)
+        if d.final:
+            return self._answer(d)
         sender = parse_address(sender_raw)
         self.sender = sender
-        log.info("mail from %s", escape(" ".join((sender_raw, *params))))
         internal = conn.internal
         auth_policy = None
         user = macro("{auth_authen}")
@@ -379,8 +388,12 @@ class SmtpSession:
 
     def rcpt(self, rcpt_raw: str, params: Sequence[str]) -> Decision:
         conn = self._conn()
-        rcpt = parse_address(rcpt_raw)
         log.info("rcpt to %s", escape(" ".join((rcpt_raw, *params))))
+        d = arglimit.check_length("RCPT TO", (rcpt_raw, *params),
+                                  self.settings.max_argument_length)
+        if d.final:
+            return self._answer(d)
+        rcpt = parse_address(rcpt_raw)
         d = checks.check_recipient(conn, self.settings.checks, rcpt)
         if d.final:
             if d.tag == "unknown user":
@@ -751,8 +764,16 @@ class SmtpSession:
         """Valid SRS recipients replaced by the addresses they stand for."""
         if not self.srs_reversed or self.settings.dry_run:
             return add, delete
-        return (add + tuple(f"<{orig}>" for _, orig in self.srs_reversed),
-                delete + tuple(raw for raw, _ in self.srs_reversed))
+        pairs = []
+        for raw, orig in self.srs_reversed:
+            path = envelope_address(f"<{orig}>")
+            if path is None:  # a signed address we would no longer make
+                log.info("SRS: %s stays: %s is not a sendable address", escape(raw),
+                         escape(orig))
+            else:
+                pairs.append((raw, path))
+        return (add + tuple(path for _, path in pairs),
+                delete + tuple(raw for raw, _ in pairs))
 
     def _srs_sender(self) -> str | None:
         """The SRS0 envelope sender for mail relayed from a non-local sender
@@ -762,10 +783,16 @@ class SmtpSession:
             return None
         new = srs.rewrite_sender(self.sender, self.recipients,
                                  self.settings.checks.internal_domains)
-        if new is not None:
-            log.info("SRS: envelope sender %s is now %s", escape(self.sender.mailbox),
-                     escape(new))
-        return None if new is None else f"<{new}>"
+        if new is None:
+            return None
+        path = envelope_address(f"<{new}>")
+        if path is None:  # CR, LF, ESC ... in the sender: no SMTP path can carry them
+            log.info("SRS: envelope sender %s not rewritten: not a sendable address",
+                     escape(self.sender.mailbox))
+            return None
+        log.info("SRS: envelope sender %s is now %s", escape(self.sender.mailbox),
+                 escape(new))
+        return path
 
     def _whitelist_recipients(self) -> None:
         """Outside recipients of mail from our own users go on the

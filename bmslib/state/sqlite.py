@@ -1,6 +1,10 @@
 """The embedded state store: SQLite in WAL mode, safe for several worker
 processes (SQLite's file locking) and threads (one connection per thread).
 
+A thread's connection (three fds in WAL mode) goes to the next thread that
+needs one once its thread has ended, so a process holds at most one per
+thread alive at once (issue 13: a worker held ~190 fds after 10^5 sessions).
+
 It implements :class:`bmslib.interfaces.StateStore`; every table is created
 with ``IF NOT EXISTS``, so a file written by an older version gains the new
 tables when opened.  An expiry of ``math.inf`` never expires."""
@@ -74,6 +78,10 @@ class SqliteStore:
         # its own; one inherited from the parent is set aside, never used or
         # closed (closing it could disturb the parent's locks).
         self._inherited: list[sqlite3.Connection] = []
+        # This process's connections by thread, to close those of ended threads.
+        self._open: dict[threading.Thread, sqlite3.Connection] = {}
+        self._open_lock = threading.Lock()
+        self._open_pid = os.getpid()
         db = self._connect()
         try:
             db.executescript(_SCHEMA)
@@ -82,7 +90,10 @@ class SqliteStore:
             db.close()
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        # check_same_thread=False: one thread uses it at a time, but when it
+        # ended the next thread that needs a connection takes it (_reuse).
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                             check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         return db
@@ -93,14 +104,43 @@ class SqliteStore:
             self._inherited.append(db)
             db = None
         if db is None:
-            db = self._connect()
+            db = self._reuse() or self._connect_tracked()
             self._local.db = db
             self._local.pid = os.getpid()
         return db
 
+    def _reuse(self) -> sqlite3.Connection | None:
+        """The connection of a thread that has ended, now this thread's.
+        Reused, not closed: SQLite keeps the fds of a closed connection open
+        while another connection of the process holds a lock on the file
+        (POSIX locks), so closing would not free them."""
+        me = threading.current_thread()
+        with self._open_lock:
+            if self._open_pid != os.getpid():  # the parent's: never ours to use or close
+                self._open, self._open_pid = {}, os.getpid()
+            for thread in self._open:
+                if not thread.is_alive():
+                    db = self._open.pop(thread)
+                    self._open[me] = db
+                    return db
+        return None
+
+    def _connect_tracked(self) -> sqlite3.Connection:
+        db = self._connect()
+        with self._open_lock:
+            self._open[threading.current_thread()] = db
+        return db
+
+    def _open_count(self) -> int:
+        """Connections this process holds (one per live thread that used it)."""
+        with self._open_lock:
+            return len(self._open)
+
     def close(self) -> None:
         db = getattr(self._local, "db", None)
         if db is not None:
+            with self._open_lock:
+                self._open.pop(threading.current_thread(), None)
             db.close()
             self._local.db = None
 

@@ -461,6 +461,28 @@ def test_srs_forged_and_expired_bounces_are_refused(relay: BmsHost, sink: SmtpSi
     assert not_delivered(relay, mid)
 
 
+def test_srs_rewrite_of_a_sender_with_esc_is_refused_through_postfix(
+        relay: BmsHost, sink: SmtpSink) -> None:
+    """Issue 13 item 4: Postfix takes a raw ESC in MAIL FROM; the SRS0 sender
+    would have carried it into the envelope (and into Return-Path).  bms makes
+    no CHGFROM for it and logs why; the message is relayed with the sender
+    the client gave, and a clean sender still gets its SRS0 address."""
+    original = "bad\x1bguy@pass.test"
+    mark = relay.log_mark()
+    mid, data = make_message("relayed", sender="guy@pass.test", to="friend@neutral.test",
+                             message_id=new_message_id("srs-esc"))
+    t = send(relay, FORWARDER_IP, "relay.forwarder.test", original, ["friend@neutral.test"],
+             data)
+    assert t.data is not None and t.data.code == 250, t
+    out = sink_message(sink, mid)
+    # The client's sender as Postfix writes it (quoted), not an SRS0 with ESC in it.
+    assert out.sender == '"bad\x1bguy"@pass.test', out.sender
+    relay.bms.wait_log("SRS: envelope sender bad\\x1bguy@pass.test not rewritten: "
+                       "not a sendable address", start=mark)
+    assert SRS0.match(relay_out(relay, sink, "good.guy@pass.test"))
+    assert "Traceback" not in log_text(relay) and "edit refused" not in log_text(relay)
+
+
 def test_dkim_internal_mail_is_signed_and_verifies(
         relay: BmsHost, sink: SmtpSink, dkim_nsd: Nsd) -> None:
     mid, data = make_message("signed by bms", "Our numbers.\n", sender="alice@example.test",

@@ -19,6 +19,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 from milters.compat_milter import CompatMilter
+from mutations import Mutator, pieces_of
 
 import Milter
 from Milter import lowlevel as L
@@ -228,71 +229,8 @@ _SESSIONS: list[list[cmd.Command]] = [
      cmd.Quit()],
 ]
 BASE_SESSIONS: list[bytes] = [encode_all(s) for s in _SESSIONS]
-INTERESTING_LENGTHS = [0, 1, 2, 5, 12, 13, 65535, 65536, 65537, 69999, 70000, 70001,
-                       0x7FFFFFFF, 0xFFFFFFFF]
-
-
-def _packet_offsets(data: bytes) -> list[int]:
-    offsets, pos = [], 0
-    while pos + 4 <= len(data):
-        offsets.append(pos)
-        pos += 4 + int.from_bytes(data[pos:pos + 4], "big")
-    return offsets
-
-
-OFFSETS = [_packet_offsets(s) for s in BASE_SESSIONS]
-
-
-def mutate(rng: random.Random) -> tuple[bytes, int]:
-    """One mutated valid session; returns (data, index of its base session)."""
-    i = rng.randrange(len(BASE_SESSIONS))
-    data = bytearray(BASE_SESSIONS[i])
-    for _ in range(rng.choice((1, 1, 1, 2, 3))):
-        op = rng.randrange(8)
-        if op == 0 and data:  # bit flips
-            for _ in range(rng.randint(1, 3)):
-                pos = rng.randrange(len(data))
-                data[pos] ^= 1 << rng.randrange(8)
-        elif op == 1:  # truncation
-            del data[rng.randrange(len(data) + 1):]
-        elif op == 2:  # splice with another session
-            other = BASE_SESSIONS[rng.randrange(len(BASE_SESSIONS))]
-            data = data[:rng.randrange(len(data) + 1)] + other[rng.randrange(len(other) + 1):]
-        elif op == 3:  # a random length field
-            offsets = OFFSETS[i]
-            pos = rng.choice(offsets) if offsets and rng.random() < 0.8 else \
-                rng.randrange(max(1, len(data)))
-            value = rng.choice(INTERESTING_LENGTHS) if rng.random() < 0.5 else \
-                rng.randrange(0, 300)
-            data[pos:pos + 4] = value.to_bytes(4, "big")
-        elif op == 4:  # random command byte
-            offsets = OFFSETS[i]
-            if offsets:
-                pos = rng.choice(offsets) + 4
-                if pos < len(data):
-                    data[pos] = rng.randrange(256)
-        elif op == 5:  # insert random bytes
-            pos = rng.randrange(len(data) + 1)
-            data[pos:pos] = rng.randbytes(rng.randint(1, 8))
-        elif op == 6:  # delete a range
-            pos = rng.randrange(len(data) + 1)
-            del data[pos:pos + rng.randint(1, 16)]
-        else:  # duplicate a packet elsewhere
-            offsets = OFFSETS[i]
-            if offsets:
-                k = rng.randrange(len(offsets))
-                start = offsets[k]
-                end = offsets[k + 1] if k + 1 < len(offsets) else len(BASE_SESSIONS[i])
-                pos = rng.choice(offsets)
-                data[pos:pos] = BASE_SESSIONS[i][start:end]
-    return bytes(data), i
-
-
-def pieces_of(data: bytes, rng: random.Random) -> list[bytes]:
-    if rng.random() < 0.8:
-        return [data]
-    cuts = sorted(rng.randrange(len(data) + 1) for _ in range(rng.randint(1, 4)))
-    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+MUTATOR = Mutator(BASE_SESSIONS)
+mutate = MUTATOR.mutate
 
 
 # --- the tests ------------------------------------------------------------------------------

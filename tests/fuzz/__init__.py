@@ -1,0 +1,1 @@
+"""Fuzz tier: mutated sessions against the real daemon (issue 13)."""
