@@ -14,7 +14,8 @@ def test_every_name_is_shared_with_milter_and_lowlevel() -> None:
     assert len(milter.__all__) == 75
     for name in milter.__all__:
         assert getattr(milter, name) is getattr(lowlevel, name), name
-        assert getattr(Milter, name) is getattr(milter, name), name
+        if name != "NOREPLY":  # importing Milter.test rebinds Milter.NOREPLY, as in pymilter
+            assert getattr(Milter, name) is getattr(milter, name), name
 
 
 def test_star_import_gives_the_names() -> None:
