@@ -18,9 +18,11 @@ ensure_sendmail
 ensure_venv "$ROOT/.venv" ".[test]"
 ensure_pymilter
 ensure_original_bms
+ensure_conformance
 
-.venv/bin/ruff check Milter bmslib bms.py tests bench
+.venv/bin/ruff check Milter bmslib bms.py milter.py tests bench
 .venv/bin/mypy
 export BMS_SENDMAIL_ROOT=$SENDMAIL_ROOT BMS_PYMILTER_PYTHON=$PYMILTER_VENV/bin/python
 export BMS_ORIGINAL_CFG=$ORIGINAL_BMS_CFG
+export BMS_CONFORMANCE=$CONFORMANCE
 run_in_netns "$ROOT/.venv/bin/python" -m pytest "$@"

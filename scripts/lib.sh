@@ -69,6 +69,40 @@ ensure_pymilter() {
     "$PYMILTER_VENV/bin/pip" install -q "pymilter==1.0.5"
 }
 
+CONFORMANCE=$CACHE/conformance
+ensure_conformance() {
+    # The conformance tier (tests/conformance) runs code nobody here wrote on
+    # Milter: pymilter's sdists (its test modules, sample.py, and 1.0.4's
+    # milter-template.py) and two milters from PyPI, dkimpy-milter and
+    # spf-engine.  They are downloaded once into $CONFORMANCE; the milters go
+    # into .venv without dependencies (never pymilter there) and into
+    # $PYMILTER_VENV with theirs, to run the same program on real pymilter.
+    local venv=$ROOT/.venv tmp
+    mkdir -p "$CONFORMANCE"
+    if [ ! -f "$CONFORMANCE/pymilter-1.0.5.tar.gz" ] || [ ! -f "$CONFORMANCE/pymilter-1.0.4.tar.gz" ] \
+        || [ ! -f "$CONFORMANCE/dkimpy-milter-1.2.3.tar.gz" ] \
+        || [ ! -f "$CONFORMANCE/spf_engine-3.1.0-py3-none-any.whl" ]; then
+        log "downloading the conformance tier's packages into $CONFORMANCE"
+        tmp=$(mktemp -d "$CONFORMANCE/.dl.XXXXXX")
+        for req in pymilter==1.0.5 pymilter==1.0.4 dkimpy-milter==1.2.3; do
+            "$venv/bin/pip" download -q --no-deps --no-binary :all: -d "$tmp" "$req"
+        done
+        "$venv/bin/pip" download -q --no-deps --only-binary :all: -d "$tmp" spf-engine==3.1.0
+        mv -f "$tmp"/* "$CONFORMANCE/"
+        rmdir "$tmp"
+    fi
+    if ! "$venv/bin/python" -c 'import dkimpy_milter, spf_engine' 2>/dev/null; then
+        log "installing dkimpy-milter and spf-engine into $venv (no dependencies)"
+        "$venv/bin/pip" install -q --no-deps "$CONFORMANCE/dkimpy-milter-1.2.3.tar.gz" \
+            "$CONFORMANCE/spf_engine-3.1.0-py3-none-any.whl"
+    fi
+    if ! (cd / && "$PYMILTER_VENV/bin/python" -c 'import dkimpy_milter, spf_engine') 2>/dev/null; then
+        log "installing dkimpy-milter and spf-engine into $PYMILTER_VENV"
+        "$PYMILTER_VENV/bin/pip" install -q "$CONFORMANCE/dkimpy-milter-1.2.3.tar.gz" \
+            "$CONFORMANCE/spf_engine-3.1.0-py3-none-any.whl"
+    fi
+}
+
 SENDMAIL_ROOT=$CACHE/sendmail
 ensure_sendmail() {
     # Sendmail conflicts with the postfix package, so it is unpacked, not installed.
