@@ -158,5 +158,6 @@ def test_bms_test_as_a_command(tmp_path: Path, daemon: BmsDaemon) -> None:
     assert f"connect {CLIENT_PTR} [{CLIENT_IP}]: CONTINUE" in lines, lines  # PTR from DNS
     assert f"helo {CLIENT_PTR}: CONTINUE" in lines, lines
     assert any(line.endswith("REJECT: Subject: Cheap VIAGRA") for line in lines), "\n".join(lines)
-    assert lines[-2] == "end of headers: REJECT 550 5.7.1 That subject is not allowed.", lines
+    assert lines[-3] == "end of headers: REJECT 550 5.7.1 That subject is not allowed.", lines
+    assert lines[-2].endswith(f"close: session from {CLIENT_PTR} at {CLIENT_IP} ended"), lines
     assert lines[-1] == "verdict: reject (nothing was written: no --commit)", lines

@@ -83,7 +83,8 @@ def test_bad_access_file_values_exit_with_file_and_line(tmp_path: Path) -> None:
     assert out.returncode == exitcodes.CONFIG, out
     assert out.stderr.splitlines() == [
         f"bms: {access}:2: 'SPF-Neutral:aol.com': unknown value 'MAYBE' (expected OK, CBV, "
-        "DSN, REJECT, TEMPFAIL, WHITELIST, BLACKLIST, BAN, DISCARD, RELAY, SKIP or ERROR:...)",
+        "DSN, REJECT, TEMPFAIL, WHITELIST, BLACKLIST, BAN, DISCARD, QUARANTINE, RELAY, SKIP "
+        "or ERROR:...)",
         f"bms: {access}:3: 'Connect:192.0.2.1': no value"]
 
 

@@ -20,6 +20,8 @@ from mtaclient import internal_and_zombie_sessions
 from testbed.bmsd import REPO, BmsDaemon, config_text
 from testbed.waiting import wait_for
 
+from bmslib import exitcodes
+
 BASE = {
     "milter": {"internal_connect": "192.0.2.0/24", "internal_domains": "example.net",
                "hello_blacklist": "mx.example.test"},
@@ -94,7 +96,7 @@ def test_syslog_socket_missing_is_one_line(tmp_path: Path) -> None:
     cfg.write_text(config_text({**sections, "spf": {"access_file": ""}}))
     out = subprocess.run([sys.executable, "-m", "bms", "-c", str(cfg), "--foreground"],
                          capture_output=True, text=True, cwd=REPO, timeout=60, check=False)
-    assert out.returncode == 2, out
+    assert out.returncode == exitcodes.CONFIG, out
     assert out.stderr == (f"bms: cannot write the log in {tmp_path}: syslog socket "
                           f"{tmp_path / 'nothing-here'}: No such file or directory\n"), out
 
