@@ -1,0 +1,56 @@
+"""The log file handler follows a logrotate move within a second, with no
+stat per record."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from bmslib import logfile
+
+
+def _record(text: str) -> logging.LogRecord:
+    return logging.LogRecord("bms", logging.INFO, __file__, 1, text, None, None)
+
+
+def test_a_moved_file_is_reopened_after_the_check_interval(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    path = tmp_path / "milter.log"
+    handler = logfile.RotationAwareFileHandler(str(path))
+    try:
+        handler.emit(_record("first"))
+        os.rename(path, tmp_path / "milter.log.1")
+        clock[0] += 0.5
+        handler.emit(_record("within the second"))  # still the moved file
+        assert not path.exists()
+        clock[0] += logfile.CHECK_INTERVAL
+        handler.emit(_record("after the second"))
+    finally:
+        handler.close()
+    assert (tmp_path / "milter.log.1").read_text() == "first\nwithin the second\n"
+    assert path.read_text() == "after the second\n"
+
+
+def test_no_stat_per_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    handler = logfile.RotationAwareFileHandler(str(tmp_path / "milter.log"))
+    stats: list[str] = []
+    real_stat = os.stat
+
+    def counting_stat(path: str, *args: object, **kw: object) -> os.stat_result:
+        stats.append(path)
+        return real_stat(path, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", counting_stat)
+    try:
+        for i in range(100):
+            handler.emit(_record(f"line {i}"))
+    finally:
+        handler.close()
+    assert len(stats) <= 1
+    assert len((tmp_path / "milter.log").read_text().splitlines()) == 100
