@@ -207,6 +207,11 @@ class Context:
         fn = self._callbacks.get(name)
         if fn is None:
             return L.CONTINUE, False
+        if self._deferred is not None and name not in ("abort", "close"):
+            # A failure is waiting for the next reply the MTA reads: the
+            # callbacks in between never run, so none of them (eom's ACCEPT,
+            # say) can answer over it.  libmilter sends nothing at all here.
+            return L.CONTINUE, False
         observe = self._observe
         started = perf_counter() if observe is not None else 0.0
         try:

@@ -213,6 +213,42 @@ def test_noreply_failure_is_answered_at_the_next_reply(use_factory: UseFactory) 
         R.ReplyCode(b"451 4.3.0 pymilter: untrapped exception in unittest")]
 
 
+def test_a_deferred_failure_is_not_answered_over_by_eom(use_factory: UseFactory) -> None:
+    """pymilter's milter-template.py: a @noreply body() that raises, an eom()
+    that accepts.  The deferred failure is the message's answer; no callback
+    runs until it is sent (eom's ACCEPT would deliver a message the milter
+    never saw whole), and the next message starts clean."""
+    calls: list[str] = []
+
+    class NrBody(Milter.Base):
+        @Milter.noreply
+        def body(self, chunk: bytes) -> int:
+            calls.append("body")
+            raise TypeError("str + bytes")
+
+        def eom(self) -> int:
+            calls.append("eom")
+            return Milter.ACCEPT
+
+        def abort(self) -> int:
+            calls.append("abort")
+            return Milter.CONTINUE
+
+    use_factory(NrBody)
+    mta = Mta()
+    reply = mta.optneg()
+    assert reply.protocol & C.SMFIP_NR_BODY
+    mta.send(inet(), cmd.Helo(b"h"), *MESSAGE[:-1])
+    assert mta.send(cmd.Body(b"more"), cmd.EndOfMessage()) == [
+        R.ReplyCode(b"451 4.3.0 pymilter: untrapped exception in unittest")]
+    assert calls == ["body"]
+    mta.send(cmd.Abort())
+    calls.clear()
+    out = mta.send(*MESSAGE)
+    assert out[-1] == R.ReplyCode(b"451 4.3.0 pymilter: untrapped exception in unittest")
+    assert calls == ["body"]
+
+
 # --- negotiation through the context --------------------------------------------------------
 
 def test_negotiate_returning_all_opts(use_factory: UseFactory) -> None:
