@@ -96,6 +96,18 @@ def test_org_domain_and_alignment_use_the_public_suffix_list() -> None:
     assert not aligned("mail.example.com", "example.com", "s")
     assert not aligned("example.co.uk", "other.co.uk", "r")
     assert not aligned("", "example.com", "r")
+    assert org_domain("Mail.Example.COM.") == "example.com"  # the cache sees one name
+
+
+def test_org_domain_caches_only_names_dns_allows() -> None:
+    from bmslib.policy import dmarc
+    long_name = "a." * 150 + "example.com"
+    before = dmarc._org_domain.cache_info().currsize
+    assert org_domain(long_name) == "example.com"
+    assert dmarc._org_domain.cache_info().currsize == before
+    org_domain("cached-once.example.net")
+    assert dmarc._org_domain.cache_info().currsize == before + 1
+    assert dmarc._org_domain.cache_info().maxsize == 4096
 
 
 @pytest.mark.parametrize(("from_", "spf", "spf_domain", "dkim_domain", "result", "policy"), [
