@@ -43,7 +43,7 @@ from bmslib.config import (
     parse_workers,
 )
 from bmslib.interfaces import StateStore
-from bmslib.log import reopen_logs
+from bmslib.log import install_handler, reopen_logs
 from bmslib.milter import BmsMilter
 from bmslib.pidfile import Pidfile, PidfileError
 from bmslib.privileges import PrivilegeError
@@ -107,10 +107,15 @@ def unix_socket_notes(is_unix: bool) -> list[str]:
 class Daemon:
     """Holds the current :class:`Runtime` and replaces it on reload."""
 
-    def __init__(self, paths: Sequence[str], config: Config, runtime: Runtime) -> None:
+    def __init__(self, paths: Sequence[str], config: Config, runtime: Runtime,
+                 logdir: str | None = None) -> None:
         self.paths = tuple(paths)
         self.config = config
         self.runtime = runtime
+        self.logdir = logdir  # None: stderr (--logdir -)
+        # The configuration the log handler was built from: after a move that
+        # failed it differs from self.config, and the next reload tries again.
+        self._log_config = config
         self._lock = threading.Lock()
 
     def make_milter(self) -> BmsMilter:
@@ -140,6 +145,8 @@ class Daemon:
                 if config.get(section, option) != self.config.get(section, option):
                     log.warning("reload: [%s] %s changed; it takes effect at restart",
                                 section, option)
+            if any(config.get(*o) != self._log_config.get(*o) for o in logtarget.LOG_OPTIONS):
+                self._move_log(config)
             for warning in config.warnings + runtime.warnings:
                 log.warning("config: %s", warning)
             self.config, self.runtime = config, runtime
@@ -147,6 +154,22 @@ class Daemon:
             log.info("RELOAD: %s", ", ".join(f"{k} {v}" for k, v in describe(runtime).items()))
             metrics.reload(True)
             return True
+
+    def _move_log(self, config: Config) -> None:
+        """Send the log where the reloaded ``config`` says: the new target is
+        opened first, and the old one says where the log went."""
+        before = logtarget.describe(self._log_config, self.logdir)
+        after = logtarget.describe(config, self.logdir)
+        try:
+            handler = logtarget.build(config, self.logdir)
+        except OSError as exc:
+            log.error("reload: cannot log to %s: %s; the log stays in %s",
+                      after, exc.strerror or exc, before)
+            return
+        log.info("reload: the log moves to %s", after)
+        install_handler(handler, logging.getLogger().level)
+        self._log_config = config
+        log.info("reload: the log moved here from %s", before)
 
     def _store_for(self, config: Config) -> StateStore | None:
         """The open store, unless the new config names another one."""
@@ -443,7 +466,7 @@ def run_daemon(args: argparse.Namespace, paths: Sequence[str], config: Config,
             for warning in startcheck.near_miss_tags(runtime.access):
                 log.warning("%s", warning)
         maintain_store(runtime, str(config.get("milter", "logdir") or "") or None)
-        daemon = built = Daemon(paths, config, runtime)
+        daemon = built = Daemon(paths, config, runtime, None if logdir == "-" else logdir)
         connid.set_allocator(built.allocate_ids)
         server.on_reload = built.reload
         server.on_reopen = reopen_logs

@@ -59,9 +59,10 @@ class _PrivateFileHandler(RotationAwareFileHandler):
         return super()._open()
 
 
-def setup_logging(logdir: str | None, level: int = logging.INFO) -> logging.Handler:
-    """Send every log record to ``logdir/milter.log`` (stderr when ``logdir``
-    is None), in the bms format.  Returns the handler."""
+def make_handler(logdir: str | None) -> logging.Handler:
+    """A handler writing ``logdir/milter.log`` (stderr when ``logdir`` is
+    None) in the bms format, not yet installed.  OSError when the file
+    cannot be opened."""
     handler: logging.Handler
     if logdir:
         private.make_dir(logdir)
@@ -69,14 +70,26 @@ def setup_logging(logdir: str | None, level: int = logging.INFO) -> logging.Hand
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter(LOG_FORMAT, DATE_FORMAT))
+    return mark_handler(handler)
+
+
+def mark_handler(handler: logging.Handler) -> logging.Handler:
+    """Give ``handler`` the connection id of every record, and mark it as
+    bms's own (:func:`install_handler` replaces only those)."""
     handler.addFilter(connid.ConnectionIdFilter())
     setattr(handler, "bms_handler", True)  # noqa: B010 - a marker on a stdlib object
+    return handler
+
+
+def install_handler(handler: logging.Handler, level: int = logging.INFO) -> logging.Handler:
+    """Make ``handler`` the destination of every record: it replaces the
+    handler installed before (closed), other handlers are left alone."""
     root = logging.getLogger()
+    root.addHandler(handler)  # first: no record falls between the two
     for old in root.handlers[:]:
-        if getattr(old, "bms_handler", False):  # replace ours, leave others alone
+        if old is not handler and getattr(old, "bms_handler", False):
             root.removeHandler(old)
             old.close()
-    root.addHandler(handler)
     root.setLevel(level)
     # No format of ours shows the thread, the process or the calling line:
     # spare every record current_thread(), getpid() and the stack walk that
@@ -84,6 +97,12 @@ def setup_logging(logdir: str | None, level: int = logging.INFO) -> logging.Hand
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging._srcfile = None  # type: ignore[attr-defined]
     return handler
+
+
+def setup_logging(logdir: str | None, level: int = logging.INFO) -> logging.Handler:
+    """Send every log record to ``logdir/milter.log`` (stderr when ``logdir``
+    is None), in the bms format.  Returns the handler."""
+    return install_handler(make_handler(logdir), level)
 
 
 def reopen_logs() -> None:

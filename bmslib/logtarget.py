@@ -1,7 +1,7 @@
 """Where the daemon's log goes and in which format (``[milter] log``,
 ``log_format``, ``syslog_socket``).
 
-* ``file`` (the default): ``milter.log`` in logdir, as :func:`bmslib.log.setup_logging`;
+* ``file`` (the default): ``milter.log`` in logdir, as :func:`bmslib.log.make_handler`;
 * ``stderr``: standard error (journald, under systemd);
 * ``syslog[:FACILITY]``: the syslog socket (``/dev/log``), facility ``mail``
   unless given, ident ``bms[PID]``; the line is the text line without its
@@ -22,10 +22,8 @@ import os
 import socket
 from datetime import datetime, timezone
 
-from Milter import connid
-
 from .config import Config
-from .log import setup_logging
+from .log import LOG_FILE, install_handler, make_handler, mark_handler
 from .logfields import fields
 
 SYSLOG_FORMAT = "[%(connid)s] %(message)s"
@@ -48,6 +46,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=True, default=str)
 
 
+#: The options that say where the log goes: a reload that changes one moves it.
+LOG_OPTIONS = (("milter", "log"), ("milter", "log_format"), ("milter", "syslog_socket"))
+
+
 def _syslog_handler(target: str, path: str) -> logging.Handler:
     facility = target.partition(":")[2] or "mail"
     try:  # SysLogHandler would only complain at the first line
@@ -60,22 +62,37 @@ def _syslog_handler(target: str, path: str) -> logging.Handler:
         raise OSError(exc.errno, f"syslog socket {path}: {exc.strerror or exc}") from None
     handler.ident = f"bms[{os.getpid()}]: "
     handler.setFormatter(logging.Formatter(SYSLOG_FORMAT))
+    return mark_handler(handler)
+
+
+def build(config: Config, logdir: str | None) -> logging.Handler:
+    """The configured log handler, not yet installed (``logdir`` None:
+    stderr, as ``--logdir -``).  OSError when it cannot be opened."""
+    target = str(config.get("milter", "log"))
+    if target.startswith("syslog"):
+        handler = _syslog_handler(target, str(config.get("milter", "syslog_socket")))
+    else:
+        handler = make_handler(logdir if target == "file" else None)
+    if config.get("milter", "log_format") == "json":
+        handler.setFormatter(JsonFormatter())
     return handler
+
+
+def describe(config: Config, logdir: str | None) -> str:
+    """Where :func:`build` sends the log, for admins: ``/var/log/bms/milter.log``,
+    ``stderr``, ``syslog (facility mail, /dev/log)``; `` as JSON`` when so."""
+    target = str(config.get("milter", "log"))
+    if target.startswith("syslog"):
+        where = (f"syslog (facility {target.partition(':')[2] or 'mail'}, "
+                 f"{config.get('milter', 'syslog_socket')})")
+    elif target == "file" and logdir:
+        where = os.path.join(logdir, LOG_FILE)
+    else:
+        where = "stderr"
+    return where + (" as JSON" if config.get("milter", "log_format") == "json" else "")
 
 
 def setup(config: Config, logdir: str | None, level: int = logging.INFO) -> logging.Handler:
     """Install the configured log handler (``logdir`` None: stderr, as
     ``--logdir -``); returns it.  OSError when it cannot be opened."""
-    target = str(config.get("milter", "log"))
-    handler = setup_logging(logdir if target == "file" else None, level)
-    if target.startswith("syslog"):
-        root = logging.getLogger()
-        root.removeHandler(handler)
-        handler.close()
-        handler = _syslog_handler(target, str(config.get("milter", "syslog_socket")))
-        handler.addFilter(connid.ConnectionIdFilter())
-        setattr(handler, "bms_handler", True)  # noqa: B010 - as setup_logging marks its own
-        root.addHandler(handler)
-    if config.get("milter", "log_format") == "json":
-        handler.setFormatter(JsonFormatter())
-    return handler
+    return install_handler(build(config, logdir), level)

@@ -139,3 +139,51 @@ def test_json_lines_carry_the_fields(tmp_path: Path, target: str) -> None:
     assert stopped.get("stage") is None
     if target == "stderr":
         assert not (tmp_path / "log" / "milter.log").exists()
+
+
+def test_a_reload_moves_the_log_to_a_new_target(
+        tmp_path: Path, syslog_server: SyslogServer) -> None:
+    """SIGHUP with another ``[milter] log``: the new target is opened first,
+    the old one says where the log went, the new one where it came from; a
+    target that cannot be opened leaves the log where it was."""
+    dev_log = tmp_path / "dev-log"
+    with BmsDaemon(BASE, "", directory=str(tmp_path)) as d:
+        file_log = str(d.log_file)
+
+        def reload_with(**options: str) -> None:
+            sections = {**d.sections, "milter": {**d.sections["milter"], **options}}
+            d.write_config(config_text(sections))
+            d.reload()
+
+        reload_with(log="syslog:local3", syslog_socket=str(dev_log))
+        moved = d.wait_log("reload: the log moves to")
+        assert moved == f"reload: the log moves to syslog (facility local3, {dev_log})"
+        lines = syslog_server.lines(f"reload: the log moved here from {file_log}")
+        wait_for(lambda: any(b"] RELOAD: " in g for g in syslog_server.datagrams), 10,
+                 "the RELOAD line in syslog")  # the rest of the reload logs there
+        internal_and_zombie_sessions(d.port)
+        lines = syslog_server.lines("ACCEPT: 2 recipients, queue id QUEUE1")
+        assert not any("ACCEPT: 2 recipients" in m for m in d.messages())
+
+        reload_with(log="syslog:local3", syslog_socket=str(tmp_path / "gone"))
+        lines = syslog_server.lines(f"{tmp_path / 'gone'}: No such file or directory; "
+                                    "the log stays in syslog (facility local3, "
+                                    f"{dev_log})")
+        assert any(f"reload: cannot log to syslog (facility local3, {tmp_path / 'gone'})"
+                   in line for line in lines), lines
+
+        before = len(syslog_server.datagrams)
+        reload_with(log="file", log_format="json", syslog_socket=str(dev_log))
+        syslog_server.lines(f"reload: the log moves to {file_log} as JSON")
+        def json_part() -> list[dict[str, Any]] | None:
+            text = d.log_file.read_text()
+            found = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+            return found if any("moved here" in e["message"] for e in found) else None
+
+        entries = wait_for(json_part, 10, "the JSON lines in milter.log")
+        assert entries[0]["message"] == (
+            f"reload: the log moved here from syslog (facility local3, {dev_log})")
+        assert d.stop() == 0
+        assert json_part() is not None
+        assert [e["message"] for e in json_part() or []][-1] == "bms stopped"
+        assert not any(b"bms stopped" in g for g in syslog_server.datagrams[before:])
