@@ -38,6 +38,18 @@ def config_text(sections: Sections) -> str:
     return "\n".join(out)
 
 
+def catches(pid: int, signum: int) -> bool:
+    """Has process ``pid`` installed a handler for ``signum`` (/proc SigCgt)?"""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) & (1 << (signum - 1)))
+    except OSError:
+        pass
+    return False
+
+
 class BmsDaemon:
     def __init__(self, sections: Sections, access: str, *, directory: str | None = None
                  ) -> None:
@@ -118,8 +130,13 @@ class BmsDaemon:
         self.cfg.write_text(text)
 
     def reload(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGHUP)
+        """SIGHUP, once the daemon catches it: it listens before it installs
+        its handlers, and SIGHUP's default action would end it."""
+        proc = self.proc
+        assert proc is not None
+        wait_for(lambda: catches(proc.pid, signal.SIGHUP) or proc.poll() is not None, 20,
+                 "bms to catch SIGHUP")
+        proc.send_signal(signal.SIGHUP)
 
     def stop(self, timeout: float = 20.0) -> int:
         proc, self.proc = self.proc, None
