@@ -28,6 +28,7 @@ from testbed.bmsd import REPO
 from testbed.mail import StoredMessage
 from testbed.postfix import listening
 from testbed.pytest_plugin import require_netns
+from testbed.smtp import SmtpClient
 from testbed.waiting import wait_for
 
 #: The two frameworks a milter runs on.
@@ -87,15 +88,17 @@ class Bed:
         self.last: StoredMessage | None = None
 
     def send(self, which: str, helo: str, sender: str, rcpts: list[str], mid: str,
-             msg: bytes) -> dict[str, Any]:
-        """One transaction through ``which``'s milter: the replies, and when
-        the message was accepted its header fields (without MTA_HEADERS),
-        its body as text and its recipients."""
+             msg: bytes, source: str = "") -> dict[str, Any]:
+        """One transaction through ``which``'s milter (from the local address
+        ``source`` if given): the replies, and when the message was accepted
+        its header fields (without MTA_HEADERS), its body as text and its
+        recipients."""
         if self.postfix is not None:
-            client = self.postfix.smtp(port=self.ports[which])
+            port = self.ports[which]
         else:
             assert self.sendmails is not None
-            client = self.sendmails[which].smtp()
+            port = self.sendmails[which].port
+        client = SmtpClient("127.0.0.1", port, source_address=(source, 0) if source else None)
         result: dict[str, Any] = {"helo": client.ehlo(helo)[0]}
         t = client.transaction(sender, rcpts, msg)
         client.close_politely()
