@@ -20,9 +20,7 @@ WARNING.TXT part quotes it).
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,21 +28,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from testbed import Postfix, Sendmail, make_message
-from testbed.bmsd import REPO
+from testbed import make_message
 from testbed.milter import free_ports
-from testbed.postfix import listening
-from testbed.pytest_plugin import require_netns
-from testbed.waiting import wait_for
 
 import Milter
+
+from .wirebed import Bed, milter_env, mta_bed, pymilter_python, serve, stop
 
 pytestmark = pytest.mark.e2e
 
 SAVED_AS = re.compile(r"saved as '[^']*'")
 SERVE = str(Path(__file__).with_name("serve_sdist.py"))
-# Written by the MTA, or different per message by construction (make_message).
-MTA_HEADERS = ("Received", "Return-Path", "Delivered-To", "X-Original-To", "Date", "Message-ID")
 
 EXE_HEADERS = [("MIME-Version", "1.0"), ("Content-Type", 'multipart/mixed; boundary="b1"')]
 EXE = """\
@@ -88,72 +82,24 @@ CASES: dict[str, tuple[str, int, list[Case]]] = {
 
 def _serve(python: str, target: str, flags: int, port: int, tree: Path, log: Path,
            ours: bool) -> subprocess.Popen[bytes]:
-    path = f"{REPO}:{tree}" if ours else str(tree)
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": path, "HOME": str(log.parent),
-           "TMPDIR": str(log.parent), "LANG": "C.UTF-8"}
-    with log.open("wb") as err:
-        proc = subprocess.Popen([python, SERVE, target, str(flags), f"inet:{port}@127.0.0.1"],
-                                cwd=log.parent, stdout=err, stderr=err, env=env)
-    wait_for(lambda: listening("127.0.0.1", port) or proc.poll() is not None, timeout=20,
-             what=f"{target} on {python} listening on port {port}")
-    if proc.poll() is not None:
-        raise RuntimeError(f"{target} on {python} failed: {log.read_text()[-2000:]}")
-    return proc
+    return serve([python, SERVE, target, str(flags), f"inet:{port}@127.0.0.1"],
+                 milter_env(log.parent, ours, str(tree)), port, log, f"{target} on {python}")
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-class Bed:
-    """One MTA kind with two listeners: pymilter's milter and ours."""
-
-    def __init__(self, kind: str, postfix: Postfix | None,
-                 sendmails: dict[str, Sendmail] | None, ports: dict[str, int]) -> None:
-        self.kind, self.postfix, self.sendmails, self.ports = kind, postfix, sendmails, ports
-
-    def run(self, which: str, case: Case) -> dict[str, Any]:
-        _name, helo, sender, rcpts, subject, headers, body = case
-        mid, msg = make_message(subject=subject, body=body, headers=headers)
-        if self.postfix is not None:
-            client = self.postfix.smtp(port=self.ports[which])
-        else:
-            assert self.sendmails is not None
-            client = self.sendmails[which].smtp()
-        result: dict[str, Any] = {"helo": client.ehlo(helo)[0]}
-        t = client.transaction(sender, rcpts, msg)
-        client.close_politely()
-        result["mail"] = (t.mail.code, t.mail.text) if t.mail else None
-        result["rcpt"] = {r: (rep.code, rep.text) for r, rep in t.rcpt.items()}
-        result["data"] = t.data.code if t.data else None
-        if t.data is not None and t.data.code == 250:
-            if self.postfix is not None:
-                m = self.postfix.message(mid)
-            else:
-                assert self.sendmails is not None and t.queue_id
-                m = self.sendmails[which].queued(t.queue_id)
-            result["headers"] = [(n, v) for n, v in m.headers if n not in MTA_HEADERS]
-            # sample.py names the temporary file that keeps the original.
-            result["body"] = SAVED_AS.sub("saved as 'TEMPFILE'", m.text)
-            result["recipients"] = sorted(m.recipients)
-        return result
+def _run(bed: Bed, which: str, case: Case) -> dict[str, Any]:
+    _name, helo, sender, rcpts, subject, headers, body = case
+    mid, msg = make_message(subject=subject, body=body, headers=headers)
+    result = bed.send(which, helo, sender, rcpts, mid, msg)
+    if "body" in result:  # sample.py names the temporary file that keeps the original.
+        result["body"] = SAVED_AS.sub("saved as 'TEMPFILE'", result["body"])
+    return result
 
 
 @pytest.fixture(scope="module", params=[(e, k) for e in CASES for k in ("postfix", "sendmail")],
                 ids=lambda p: f"{p[0]}-{p[1]}")
 def bed(request: pytest.FixtureRequest, pymilter_tree: Path,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Bed]]:
-    require_netns()
-    pymilter = os.environ.get("BMS_PYMILTER_PYTHON")
-    if not pymilter or not os.path.exists(pymilter):
-        pytest.skip("pymilter is not built (./test.sh builds it in .venv-pymilter)")
+    pymilter = pymilter_python()
     example, kind = request.param
     target, flags, _ = CASES[example]
     ports = dict(zip(("pymilter", "ours"), free_ports(2), strict=True))
@@ -168,33 +114,18 @@ def bed(request: pytest.FixtureRequest, pymilter_tree: Path,
         if example == "template":  # its stalls end at the MTA's timeout
             main_cf["milter_content_timeout"] = "5s"
             timeouts = "C:10s;S:20s;R:5s;E:5s"
-        if kind == "postfix":
-            pf = Postfix(milters=f"inet:127.0.0.1:{ports['pymilter']}", main_cf=main_cf)
-            listeners = {"pymilter": pf.port,
-                         "ours": pf.add_listener(
-                             smtpd_milters=f"inet:127.0.0.1:{ports['ours']}").port}
-            with pf:
-                yield example, Bed(kind, pf, None, listeners)
-        else:
-            sms = {which: Sendmail(milter=f"inet:{port}@127.0.0.1", milter_timeouts=timeouts)
-                   for which, port in ports.items()}
-            try:
-                for sm in sms.values():
-                    sm.start_daemon()
-                yield example, Bed(kind, None, sms, ports)
-            finally:
-                for sm in sms.values():
-                    sm.cleanup()
+        with mta_bed(kind, ports, main_cf, timeouts) as b:
+            yield example, b
     finally:
-        _stop(procs)
+        stop(procs)
 
 
 def test_same_replies_and_delivered_messages(bed: tuple[str, Bed]) -> None:
     example, b = bed
     outcomes = {}
     for case in CASES[example][2]:
-        reference = b.run("pymilter", case)
-        ours = b.run("ours", case)
+        reference = _run(b, "pymilter", case)
+        ours = _run(b, "ours", case)
         assert ours == reference, case[0]
         outcomes[case[0]] = ours
     if example == "template":
