@@ -8,8 +8,10 @@ so no DB module is needed: a ``.db`` path is read from the text file beside
 it (``access.db`` -> ``access``).  Keys are ``Prefix:subject`` or
 ``Prefix!subject`` (maps built with ``tr : !``), case-insensitive.
 
-``getPolicy(pfx)`` tries ``pfx!sender``, ``pfx!domain``, ``pfx!`` and
-``pfx``, first hit wins, and returns the value or None.
+``getPolicy(pfx)`` tries ``pfx!sender``, ``pfx!domain``, then the parent
+domains written with a leading dot (``pfx!.example.com`` for
+``a@mail.example.com``: pymilter's git version, after 1.0.5), ``pfx!`` and
+``pfx``; the first hit wins, and it returns the value or None.
 """
 
 from __future__ import annotations
@@ -92,8 +94,19 @@ class MTAPolicy:
         if self.acf is None:
             return None
         p = pfx.lower()
-        for key in (f"{p}!{self.sender.lower()}", f"{p}!{self.domain}", f"{p}!", p):
-            value = self.acf.get(key)
+        acf = self.acf
+        for key in (f"{p}!{self.sender.lower()}", f"{p}!{self.domain}"):
+            value = acf.get(key)
+            if value is not None:
+                return value
+        parent = self.domain
+        while "." in parent:
+            parent = parent.split(".", 1)[1]
+            value = acf.get(f"{p}!.{parent}")
+            if value is not None:
+                return value
+        for key in (f"{p}!", p):
+            value = acf.get(key)
             if value is not None:
                 return value
         return None

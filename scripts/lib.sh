@@ -72,19 +72,20 @@ ensure_pymilter() {
 CONFORMANCE=$CACHE/conformance
 ensure_conformance() {
     # The conformance tier (tests/conformance) runs code nobody here wrote on
-    # Milter: pymilter's sdists (its test modules, sample.py, and 1.0.4's
-    # milter-template.py) and two milters from PyPI, dkimpy-milter and
+    # Milter: pymilter's sdists (its test modules, sample.py, 1.0.4's
+    # milter-template.py, 1.0's testgrey.py) and two milters from PyPI, dkimpy-milter and
     # spf-engine.  They are downloaded once into $CONFORMANCE; the milters go
     # into .venv without dependencies (never pymilter there) and into
     # $PYMILTER_VENV with theirs, to run the same program on real pymilter.
     local venv=$ROOT/.venv tmp
     mkdir -p "$CONFORMANCE"
     if [ ! -f "$CONFORMANCE/pymilter-1.0.5.tar.gz" ] || [ ! -f "$CONFORMANCE/pymilter-1.0.4.tar.gz" ] \
+        || [ ! -f "$CONFORMANCE/pymilter-1.0.tar.gz" ] \
         || [ ! -f "$CONFORMANCE/dkimpy-milter-1.2.3.tar.gz" ] \
         || [ ! -f "$CONFORMANCE/spf_engine-3.1.0-py3-none-any.whl" ]; then
         log "downloading the conformance tier's packages into $CONFORMANCE"
         tmp=$(mktemp -d "$CONFORMANCE/.dl.XXXXXX")
-        for req in pymilter==1.0.5 pymilter==1.0.4 dkimpy-milter==1.2.3; do
+        for req in pymilter==1.0.5 pymilter==1.0.4 pymilter==1.0 dkimpy-milter==1.2.3; do
             "$venv/bin/pip" download -q --no-deps --no-binary :all: -d "$tmp" "$req"
         done
         "$venv/bin/pip" download -q --no-deps --only-binary :all: -d "$tmp" spf-engine==3.1.0

@@ -16,6 +16,9 @@ PYMILTER = "pymilter-1.0.5"
 #: 1.0.5's sdist lacks ``milter-template.py`` (which testsample imports as
 #: ``template``); 1.0.4's has it.
 TEMPLATE_FROM = "pymilter-1.0.4"
+#: ``testgrey.py`` (pymilter's ``test.py`` runs it) is in 1.0's sdist and in
+#: none of the later ones.
+TESTGREY_FROM = "pymilter-1.0"
 
 
 def conformance_dir() -> Path:
@@ -34,7 +37,8 @@ def _extract(archive: Path, dest: Path) -> Path:
 @pytest.fixture(scope="session")
 def pymilter_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """pymilter's sdist, unpacked, with ``Milter/`` and ``miltermodule.c``
-    deleted and 1.0.4's ``milter-template.py`` copied in as ``template.py``."""
+    deleted, 1.0.4's ``milter-template.py`` copied in as ``template.py`` and
+    1.0's ``testgrey.py``."""
     downloads = conformance_dir()
     top = tmp_path_factory.mktemp("pymilter-sdist")
     tree = _extract(downloads / f"{PYMILTER}.tar.gz", top)
@@ -42,4 +46,6 @@ def pymilter_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (tree / "miltermodule.c").unlink()
     old = _extract(downloads / f"{TEMPLATE_FROM}.tar.gz", top / "old")
     shutil.copy2(old / "milter-template.py", tree / "template.py")
+    grey = _extract(downloads / f"{TESTGREY_FROM}.tar.gz", top / "grey")
+    shutil.copy2(grey / "testgrey.py", tree / "testgrey.py")
     return tree

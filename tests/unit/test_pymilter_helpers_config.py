@@ -74,6 +74,21 @@ def test_mtapolicy_reads_the_text_access_file(tmp_path: Path) -> None:
         assert p.getPolicy("SPF-Fail") is None
 
 
+def test_policy_parent_domains_with_a_leading_dot(tmp_path: Path) -> None:
+    """pymilter's testpolicy (git, after 1.0.5): ``SMTP-Test:.baz.com``
+    covers every domain below baz.com, not baz.com itself; the domain's own
+    entry and the sender's come first, the bare prefix after."""
+    (tmp_path / "access").write_text(
+        "SMTP-Test:\tREJECT\nSMTP-Test:.baz.com\tWILDCARD\n"
+        "SMTP-Test:mail.bar.baz.com\tOK\nSMTP-Test:.bar.baz.com\tNEAR\n")
+    conf = SimpleNamespace(access_file=str(tmp_path / "access"))
+    for sender, want in (("foo@bar.baz.com", "WILDCARD"), ("foo@x.bar.baz.com", "NEAR"),
+                         ("foo@mail.bar.baz.com", "OK"), ("foo@baz.com", "REJECT"),
+                         ("foo@random.com", "REJECT"), ("foo@localhost", "REJECT")):
+        with MTAPolicy(sender, conf) as p:
+            assert p.getPolicy("smtp-test") == want, sender
+
+
 def test_unsign_leaves_malformed_addresses() -> None:
     assert unsign("SRS0=only-two=parts@example.com") == "SRS0=only-two=parts@example.com"
     assert unsign("SRS0=h=tt=example.org=user") == "SRS0=h=tt=example.org=user"
