@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from . import connid
+from . import connid, gilio
 from .observer import NULL_OBSERVER, Observer
 
 log = logging.getLogger("Milter.server")
@@ -451,6 +451,8 @@ class MilterServer:
     def _acceptor(self) -> None:
         me = threading.current_thread()
         listener = self.listener
+        # For reads that keep the GIL while other connections are served (gilio).
+        buf = gilio.RecvBuffer(RECV_SIZE) if gilio.AVAILABLE else None
         try:
             while listener is not None and not self._stopping.is_set():
                 try:
@@ -483,7 +485,7 @@ class MilterServer:
                     continue
                 self.observer.connection_opened()
                 try:
-                    self._serve_connection(conn)
+                    self._serve_connection(conn, buf)
                 finally:
                     self.observer.connection_closed()
                     with self._threads_lock:
@@ -496,7 +498,7 @@ class MilterServer:
             with self._threads_lock:
                 self._threads.discard(me)
 
-    def _serve_connection(self, conn: socket.socket) -> None:
+    def _serve_connection(self, conn: socket.socket, buf: gilio.RecvBuffer | None = None) -> None:
         cid = connid.new_id()
         connid.current.set(cid)
         tcp = conn.family in (socket.AF_INET, socket.AF_INET6)
@@ -505,10 +507,21 @@ class MilterServer:
         live: _Live | None = None
         deadlines: _Deadlines | None = None
         writes = 0
+        fd = conn.fileno()
+        # While other connections are served (_busy > 1), recv and send first
+        # try without letting the GIL go (gilio); alone, the plain calls.
+        send_now = gilio.send_now if buf is not None else None
+        recv_now = gilio.recv_now if buf is not None else None
 
         def send(data: bytes) -> None:
             nonlocal writes
             writes += 1
+            if send_now is not None and self._busy > 1:
+                sent = send_now(fd, data)
+                if sent == len(data):
+                    return
+                if sent:
+                    data = memoryview(data)[sent:]  # type: ignore[assignment]
             conn.sendall(data)
 
         try:
@@ -534,7 +547,12 @@ class MilterServer:
                                        self.message_deadline)
                 deadlines.update(ctx.idle, time.monotonic())
             while True:
-                data = recv(RECV_SIZE)
+                if recv_now is not None and self._busy > 1:
+                    data = recv_now(fd, buf)  # type: ignore[arg-type]
+                    if data is None:
+                        data = recv(RECV_SIZE)
+                else:
+                    data = recv(RECV_SIZE)
                 if not data:
                     ctx.end_of_input()
                     break

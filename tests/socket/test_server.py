@@ -343,3 +343,49 @@ def test_nr_negotiated_means_no_reply_bytes(start_milter: Any) -> None:
         mta.send(cmd.Connect(b"h", C.SMFIA_INET, 1, "192.0.2.1"), cmd.EndOfMessage())
         # The only reply is EOM's; nothing was written for CONNECT.
         assert mta.reply() == R.CONTINUE
+
+
+def test_concurrent_connections_use_the_calls_that_keep_the_gil(
+        start_milter: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """While another connection is served, reads and writes go through
+    Milter.gilio first, falling back to the blocking calls when the socket
+    has nothing yet or takes only part (a body replacement written in
+    256 KB batches, more than a unix socket's default send buffer); the MTA
+    gets the same packets either way."""
+    from collections import Counter
+
+    from Milter import gilio
+    if not gilio.AVAILABLE:
+        pytest.skip("no libc through ctypes here")
+    calls: Counter[str] = Counter()
+    real_recv, real_send = gilio.recv_now, gilio.send_now
+
+    def recv_now(fd: int, buf: gilio.RecvBuffer) -> bytes | None:
+        got = real_recv(fd, buf)
+        calls["recv none" if got is None else "recv"] += 1
+        return got
+
+    def send_now(fd: int, data: bytes | bytearray) -> int:
+        sent = real_send(fd, data)
+        calls["send whole" if sent == len(data) else "send part"] += 1
+        return sent
+
+    monkeypatch.setattr(gilio, "recv_now", recv_now)
+    monkeypatch.setattr(gilio, "send_now", send_now)
+    body = bytes(range(256)) * 4096
+    milter = start_milter(recording_milter([], big_body=body), spec=f"unix:{tmp_path}/m.sock")
+    if int(Path("/proc/sys/net/core/wmem_default").read_text()) >= 256 * 1024:
+        pytest.skip("a unix socket here takes a whole 256 KB batch at once")
+    with MtaClient(milter.address, socket.AF_UNIX) as first, \
+            MtaClient(milter.address, socket.AF_UNIX) as second:
+        first.negotiate()
+        second.negotiate()  # two connections served from here on
+        for mta in (first, second):
+            assert mta.connect() == R.CONTINUE
+        for mta in (first, second):
+            edits, final = mta.message()
+            assert final == R.ACCEPT
+            assert edits[0] == R.AddHeader(b"X-Seen", b"yes")
+            assert b"".join(e.chunk for e in edits if isinstance(e, R.ReplaceBody)) == body
+    assert calls["recv"] > 0 and calls["send whole"] > 0, calls
+    assert calls["send part"] > 0, calls  # the body did not fit the socket at once
