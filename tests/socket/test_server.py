@@ -349,14 +349,18 @@ def test_concurrent_connections_use_the_calls_that_keep_the_gil(
         start_milter: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """While another connection is served, reads and writes go through
     Milter.gilio first, falling back to the blocking calls when the socket
-    has nothing yet or takes only part (a body replacement written in
-    256 KB batches, more than a unix socket's default send buffer); the MTA
-    gets the same packets either way."""
+    has nothing yet or takes only part; the MTA gets the same packets either
+    way.  Each outcome is forced by order, not by timing: the MTA sends its
+    next command while eom() waits (so the read after the verdict finds it
+    there), and the body replacement goes out in 256 KB batches, more than a
+    unix socket's default send buffer takes at once."""
     from collections import Counter
 
     from Milter import gilio
     if not gilio.AVAILABLE:
         pytest.skip("no libc through ctypes here")
+    if int(Path("/proc/sys/net/core/wmem_default").read_text()) >= 256 * 1024:
+        pytest.skip("a unix socket here takes a whole 256 KB batch at once")
     calls: Counter[str] = Counter()
     real_recv, real_send = gilio.recv_now, gilio.send_now
 
@@ -373,19 +377,28 @@ def test_concurrent_connections_use_the_calls_that_keep_the_gil(
     monkeypatch.setattr(gilio, "recv_now", recv_now)
     monkeypatch.setattr(gilio, "send_now", send_now)
     body = bytes(range(256)) * 4096
-    milter = start_milter(recording_milter([], big_body=body), spec=f"unix:{tmp_path}/m.sock")
-    if int(Path("/proc/sys/net/core/wmem_default").read_text()) >= 256 * 1024:
-        pytest.skip("a unix socket here takes a whole 256 KB batch at once")
+    in_eom = threading.Event()
+    events: Recorder = []
+    milter = start_milter(recording_milter(events, big_body=body, slow_eom=in_eom),
+                          spec=f"unix:{tmp_path}/m.sock")
     with MtaClient(milter.address, socket.AF_UNIX) as first, \
             MtaClient(milter.address, socket.AF_UNIX) as second:
         first.negotiate()
         second.negotiate()  # two connections served from here on
         for mta in (first, second):
             assert mta.connect() == R.CONTINUE
-        for mta in (first, second):
-            edits, final = mta.message()
-            assert final == R.ACCEPT
-            assert edits[0] == R.AddHeader(b"X-Seen", b"yes")
-            assert b"".join(e.chunk for e in edits if isinstance(e, R.ReplaceBody)) == body
-    assert calls["recv"] > 0 and calls["send whole"] > 0, calls
-    assert calls["send part"] > 0, calls  # the body did not fit the socket at once
+        for command in (cmd.Mail((b"<a@example.net>",)), cmd.Rcpt((b"<b@example.org>",)),
+                        cmd.EndOfHeaders()):
+            assert first.command(command) == R.CONTINUE
+        first.send(cmd.EndOfMessage())
+        wait_for(lambda: any(e[0] == "eom" for e in events))  # eom() is running
+        first.send(cmd.Abort(), cmd.Mail((b"<c@example.net>",)))
+        in_eom.set()  # eom() returns only now: ABORT and MAIL are already there
+        edits, final = first.final()
+        assert final == R.ACCEPT
+        assert edits[0] == R.AddHeader(b"X-Seen", b"yes")
+        assert b"".join(e.chunk for e in edits if isinstance(e, R.ReplaceBody)) == body
+        assert first.reply() == R.CONTINUE  # the MAIL sent during eom
+        edits, final = second.message()
+        assert final == R.ACCEPT
+    assert calls["recv"] > 0 and calls["send whole"] > 0 and calls["send part"] > 0, calls
