@@ -213,19 +213,11 @@ def test_noreply_failure_is_answered_at_the_next_reply(use_factory: UseFactory) 
         R.ReplyCode(b"451 4.3.0 pymilter: untrapped exception in unittest")]
 
 
-def test_a_deferred_failure_is_not_answered_over_by_eom(use_factory: UseFactory) -> None:
-    """pymilter's milter-template.py: a @noreply body() that raises, an eom()
-    that accepts.  The deferred failure is the message's answer; no callback
-    runs until it is sent (eom's ACCEPT would deliver a message the milter
-    never saw whole), and the next message starts clean."""
-    calls: list[str] = []
+def accepting(calls: list[str]) -> type[Milter.Base]:
+    """A milter whose eom() accepts and abort() continues, each noting its
+    name in ``calls``."""
 
-    class NrBody(Milter.Base):
-        @Milter.noreply
-        def body(self, chunk: bytes) -> int:
-            calls.append("body")
-            raise TypeError("str + bytes")
-
+    class Accepting(Milter.Base):
         def eom(self) -> int:
             calls.append("eom")
             return Milter.ACCEPT
@@ -233,6 +225,22 @@ def test_a_deferred_failure_is_not_answered_over_by_eom(use_factory: UseFactory)
         def abort(self) -> int:
             calls.append("abort")
             return Milter.CONTINUE
+
+    return Accepting
+
+
+def test_a_deferred_failure_is_not_answered_over_by_eom(use_factory: UseFactory) -> None:
+    """pymilter's milter-template.py: a @noreply body() that raises, an eom()
+    that accepts.  The deferred failure is the message's answer; no callback
+    runs until it is sent (eom's ACCEPT would deliver a message the milter
+    never saw whole), and the next message starts clean."""
+    calls: list[str] = []
+
+    class NrBody(accepting(calls)):  # type: ignore[misc]
+        @Milter.noreply
+        def body(self, chunk: bytes) -> int:
+            calls.append("body")
+            raise TypeError("str + bytes")
 
     use_factory(NrBody)
     mta = Mta()
@@ -301,15 +309,7 @@ def test_no_negotiate_callback_uses_flags_and_unregistered_bits() -> None:
 def test_trace_a_minimal_postfix_session(use_factory: UseFactory) -> None:
     calls: list[str] = []
 
-    class EomAccept(Milter.Base):
-        def eom(self) -> int:
-            calls.append("eom")
-            return Milter.ACCEPT
-
-        def abort(self) -> int:
-            calls.append("abort")
-            return Milter.CONTINUE
-
+    class EomAccept(accepting(calls)):  # type: ignore[misc]
         def close(self) -> int:
             calls.append("close")
             return Milter.CONTINUE
