@@ -19,6 +19,12 @@ The server uses them only while other connections are served
 
 Where ``ctypes`` or libc cannot be loaded, :data:`AVAILABLE` is false and the
 server uses the socket methods only.
+
+:func:`write_all` is the same for a regular file (an application's log, which
+every thread writes several times per message): ``write(2)`` of a line to a
+file opened for appending returns as soon as the page cache has it, so the
+GIL is held for that long instead of being handed to another thread and
+waited for.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import os
 import socket
 from typing import Any
 
-__all__ = ["AVAILABLE", "RecvBuffer", "recv_now", "send_now"]
+__all__ = ["AVAILABLE", "RecvBuffer", "recv_now", "send_now", "write_all"]
 
 _AGAIN = frozenset((errno.EAGAIN, errno.EWOULDBLOCK))
 _RECV_FLAGS = getattr(socket, "MSG_DONTWAIT", 0)
@@ -38,19 +44,21 @@ _SEND_FLAGS = _RECV_FLAGS | getattr(socket, "MSG_NOSIGNAL", 0)
 _SEND_MAX = 64 * 1024  # a bytearray longer than this goes the ordinary way (no copy)
 
 
-def _load() -> tuple[Any, Any] | None:
+def _load() -> tuple[Any, Any, Any] | None:
     if not _RECV_FLAGS:
         return None
     try:
         libc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        recv, send = libc.recv, libc.send
+        recv, send, write = libc.recv, libc.send, libc.write
     except (OSError, AttributeError):
         return None
     recv.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     recv.restype = ctypes.c_ssize_t
     send.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int)
     send.restype = ctypes.c_ssize_t
-    return recv, send
+    write.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t)
+    write.restype = ctypes.c_ssize_t
+    return recv, send, write
 
 
 _CALLS = _load()
@@ -112,3 +120,22 @@ def send_now(fd: int, data: bytes | bytearray) -> int:
         if exc.errno in _AGAIN:
             return 0
         raise exc
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (a regular file: the call may wait
+    for the disk, it never waits for a peer) keeping the GIL; with ctypes
+    unavailable, ``os.write``.  OSError as ``os.write`` raises it."""
+    view = memoryview(data)
+    while view:
+        if _CALLS is None:
+            n = os.write(fd, view)
+        else:
+            chunk = view.tobytes() if len(view) < len(data) else data
+            n = _CALLS[2](fd, chunk, len(chunk))
+            if n < 0:
+                exc = _error()
+                if exc.errno == errno.EINTR:
+                    continue
+                raise exc
+        view = view[n:]

@@ -5,8 +5,10 @@ end has done)."""
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +71,23 @@ def test_send_now_sends_what_fits_and_says_how_much(
         pass
     # The buffer is full: 0, and the caller blocks in sendall.
     assert gilio.send_now(a.fileno(), b"z") == 0
+
+
+@pytest.mark.parametrize("through", ["libc", "os.write"])
+def test_write_all_appends_every_byte_to_a_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, through: str) -> None:
+    if through == "os.write":
+        monkeypatch.setattr(gilio, "_CALLS", None)  # no ctypes: the ordinary call
+    path = tmp_path / "log"
+    path.write_bytes(b"before\n")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        gilio.write_all(fd, "ligne écrite\n".encode())
+        gilio.write_all(fd, b"x" * 200_000 + b"\n")
+        gilio.write_all(fd, b"")
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == "before\nligne écrite\n".encode() + b"x" * 200_000 + b"\n"
+    with pytest.raises(OSError) as info:
+        gilio.write_all(fd, b"closed")  # the fd is closed: EBADF, as os.write raises it
+    assert info.value.errno == errno.EBADF

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bmslib import logfile
+from Milter import gilio
 
 
 def _record(text: str) -> logging.LogRecord:
@@ -54,3 +55,42 @@ def test_no_stat_per_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         handler.close()
     assert len(stats) <= 1
     assert len((tmp_path / "milter.log").read_text().splitlines()) == 100
+
+
+def test_each_record_is_written_at_once_by_the_call_that_keeps_the_gil(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    written: list[bytes] = []
+    real = gilio.write_all
+
+    def spy(fd: int, data: bytes) -> None:
+        written.append(data)
+        real(fd, data)
+
+    monkeypatch.setattr(gilio, "write_all", spy)
+    path = tmp_path / "milter.log"
+    handler = logfile.RotationAwareFileHandler(str(path), encoding="utf-8")
+    try:
+        handler.emit(_record("connect from höst.example"))
+        # On the disk before the next record, with nothing left to flush.
+        assert path.read_text(encoding="utf-8") == "connect from höst.example\n"
+        handler.emit(_record("second"))
+    finally:
+        handler.close()
+    assert written == ["connect from höst.example\n".encode(), b"second\n"]
+    assert path.read_text(encoding="utf-8") == "connect from höst.example\nsecond\n"
+
+
+def test_a_write_error_goes_to_handle_error_not_to_the_caller(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(fd: int, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(gilio, "write_all", full)
+    handler = logfile.RotationAwareFileHandler(str(tmp_path / "milter.log"))
+    errors: list[logging.LogRecord] = []
+    monkeypatch.setattr(handler, "handleError", errors.append)
+    try:
+        handler.emit(_record("lost"))
+    finally:
+        handler.close()
+    assert [r.getMessage() for r in errors] == ["lost"]
