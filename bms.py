@@ -130,8 +130,9 @@ class Daemon:
             try:
                 config = load_config(self.paths)
                 store = self._store_for(config)
-                runtime = build_runtime(config, store=store,
-                                        ids=self.runtime.ids if store is not None else None)
+                runtime = build_runtime(
+                    config, store=store, ids=self.runtime.ids if store is not None else None,
+                    reports=self.runtime.reports if store is not None else None)
             except (ConfigError, RuntimeBuildError) as exc:
                 log.error("RELOAD REFUSED: %s; keeping the configuration loaded before", exc)
                 metrics.reload(False)
@@ -149,11 +150,16 @@ class Daemon:
                 self._move_log(config)
             for warning in config.warnings + runtime.warnings:
                 log.warning("config: %s", warning)
-            self.config, self.runtime = config, runtime
+            before, self.config, self.runtime = self.runtime, config, runtime
+            before.reports.flush()  # a report run after SIGHUP sees every count
             runtime.access.reload()
             log.info("RELOAD: %s", ", ".join(f"{k} {v}" for k, v in describe(runtime).items()))
             metrics.reload(True)
             return True
+
+    def stopped(self) -> None:
+        """Every connection is done: write what waits for the store."""
+        self.runtime.reports.flush()
 
     def _move_log(self, config: Config) -> None:
         """Send the log where the reloaded ``config`` says: the new target is
@@ -474,6 +480,7 @@ def run_daemon(args: argparse.Namespace, paths: Sequence[str], config: Config,
             str(built.config.get("milter", "tempdir") or ""),
             float(built.config.get("milter", "tempdir_max_age"))))
         server.on_tick = cleaner.tick
+        server.on_stop = built.stopped
         failure = start_metrics(config)  # before the workers are forked
         if failure is not None:
             log.error("cannot start: %s", failure)

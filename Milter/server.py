@@ -269,6 +269,9 @@ class MilterServer:
         # Called about once a second from the main loop of the process that
         # owns the socket (never in a worker): periodic housekeeping.
         self.on_tick: Callable[[], object] | None = None
+        # Called once in each serving process (the only one, or each worker)
+        # when it stops, after its connections are done: last writes.
+        self.on_stop: Callable[[], object] | None = None
         self.listener: socket.socket | None = None
         self._stopping = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
@@ -440,6 +443,11 @@ class MilterServer:
             self._tick()
         self._close_listener()  # refuse new connections while draining
         self._drain()
+        if self.on_stop is not None:
+            try:
+                self.on_stop()
+            except Exception:  # the process ends all the same
+                log.exception("internal error in the stop handler")
 
     def _start_acceptor(self) -> None:
         """Start a thread that waits in accept(); call with _threads_lock held."""

@@ -108,6 +108,14 @@ class ReportCounters(Protocol):
         ...
 
 
+class ReportSink(Protocol):
+    """Where the policy counts a message's report row (``bmslib.state.reportbuffer``)."""
+
+    def count(self, day: int, key: str) -> None:
+        """Add 1 to counter ``key`` of ``day``."""
+        ...
+
+
 REPORT_DAYS = 62  # days aggregate-report counters are kept
 
 

@@ -62,6 +62,7 @@ from .spool import MessageSpool, save_original
 from .state.cbvcache import StoreCbvCache
 from .state.legacy import import_legacy
 from .state.redis import RedisStore, public_url
+from .state.reportbuffer import ReportBuffer
 from .state.sqlite import SqliteStore
 
 log = logging.getLogger("bms")
@@ -82,6 +83,7 @@ class Runtime:
     store: StateStore
     ids: SqliteStore  # connection ids (local to this host)
     access: AccessFile | NoAccess
+    reports: ReportBuffer  # DMARC report counts on their way to the store
     warnings: tuple[str, ...] = ()  # one line each, for the admin (start, reload)
 
     def session(self) -> SmtpSession:
@@ -366,11 +368,13 @@ def open_access(config: Config) -> AccessFile | NoAccess:
 
 def build_runtime(config: Config, *, store: StateStore | None = None,
                   ids: SqliteStore | None = None,
+                  reports: ReportBuffer | None = None,
                   resolver: SpfResolver | None = None,
                   transport: SmtpTransport | None = None,
                   hostname: str | None = None) -> Runtime:
-    """Everything the policy needs, from ``config``; ``store`` and ``ids``
-    (kept across reloads), ``resolver`` and ``transport`` may be given (tests)."""
+    """Everything the policy needs, from ``config``; ``store``, ``ids`` and
+    ``reports`` (kept across reloads), ``resolver`` and ``transport`` may be
+    given (tests)."""
     clock = SystemClock()
     settings = policy_settings(config)
     access = open_access(config)
@@ -390,13 +394,15 @@ def build_runtime(config: Config, *, store: StateStore | None = None,
         resolver, transport or SmtplibTransport(), clock, StoreCbvCache(store, clock),
         templates, message_id=None if srs is None else partial(dsnreply.message_id, srs))
     warnings = resolve_address_lists(settings, resolver)
+    dmarc = DmarcCheck(resolver) if config.get("dmarc", "enabled") else None
+    reports = reports or ReportBuffer(store, clock)
     spf = SpfPolicy(spf_settings(config), resolver, access)
     services = Services(access=access, store=store, clock=clock, resolver=resolver,
                         spf=spf, cbv=cbv, is_dynamic=dynip.is_dynamic,
                         archive=archive_from(config), save=tempdir_saver(config), srs=srs,
-                        dmarc=DmarcCheck(resolver) if config.get("dmarc", "enabled") else None,
-                        dnsbl=dnsbl_from(config, resolver))
-    return Runtime(config, settings, services, store, ids, access, warnings)
+                        dmarc=dmarc, dnsbl=dnsbl_from(config, resolver),
+                        reports=reports)
+    return Runtime(config, settings, services, store, ids, access, reports, warnings)
 
 
 def resolve_address_lists(settings: PolicySettings, resolver: SpfResolver) -> tuple[str, ...]:

@@ -23,7 +23,7 @@ from email.utils import getaddresses
 from typing import IO, Protocol, TypeVar
 
 from .. import metrics
-from ..interfaces import Access, Archive, Clock, Resolver, StateStore
+from ..interfaces import Access, Archive, Clock, ReportSink, Resolver, StateStore
 from ..log import escape
 from ..logfields import decision
 from ..safetext import envelope_address, host_name
@@ -121,6 +121,7 @@ class Services:
     srs: Srs | None = None  # [srs] with a secret
     dmarc: DmarcStep | None = None  # [dmarc] enabled
     dnsbl: dnsbl.Blocklists | None = None  # [dnsbl] zones / rhsbl
+    reports: ReportSink | None = None  # DMARC report counts; None: each to the store at once
 
 
 # Demerits per offence (the original's weights).
@@ -723,6 +724,9 @@ class SmtpSession:
         if row is None:
             return
         day = int(self.services.clock.now() // dmarcreport.DAY)
+        if self.services.reports is not None:
+            self.services.reports.count(day, row.key())
+            return
         try:
             self.services.store.report_count(day, row.key())
         except StoreUnavailable:

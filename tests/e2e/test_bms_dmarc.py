@@ -33,7 +33,9 @@ from testbed.bms_mta import Mta, postfix, sendmail  # noqa: F401 - the MTAs in f
 from testbed.bmsd import BmsDaemon
 from testbed.mail import StoredMessage, make_message, new_message_id
 from testbed.nsd import CLIENT_IP, CLIENT_PTR, Nsd, nsd_with
+from testbed.postfix import Postfix
 from testbed.quarantine import assert_quarantined
+from testbed.smtp import SmtpClient
 
 pytestmark = pytest.mark.e2e
 
@@ -228,21 +230,57 @@ def test_dmarc_policy_outcome(name: str, mta: Mta, bms: BmsDaemon,
         assert lines[-1].endswith(f"(forwarded: ARC pass sealed by trusted {TRUSTED})"), lines
 
 
-def test_aggregate_report_of_the_day(bms: BmsDaemon, tmp_path: Path) -> None:
-    """``bms dmarc report`` over the daemon's own state store, after the
-    cases above ran through both MTAs (module order: it runs last)."""
+def report_rows(bms: BmsDaemon, out: Path, domain: str) -> tuple[ET.Element, dict[
+        tuple[str | None, str], int]]:
+    """``bms dmarc report`` of today over the daemon's own state store: the
+    XML of ``domain`` and its counts per (disposition, reason)."""
     today = time.strftime("%Y-%m-%d", time.gmtime())
     done = subprocess.run([sys.executable, "-m", "bms", "dmarc", "report", "-c", str(bms.cfg),
-                           "--from", today, "-o", str(tmp_path)], capture_output=True,
+                           "--from", today, "-o", str(out)], capture_output=True,
                           text=True, check=False, cwd=bms.dir)
     assert done.returncode == 0, done.stderr
-    files = {p.name.split("!")[1]: p for p in tmp_path.iterdir()}
-    assert {"dreject.test", "dquar.test", "dsub.test", "pass.test"} <= set(files), files
-    root = ET.fromstring(files["dreject.test"].read_bytes())
+    files = {p.name.split("!")[1]: p for p in out.iterdir()}
+    assert domain in files, files
+    root = ET.fromstring(files[domain].read_bytes())
+    return root, {(r.findtext("row/policy_evaluated/disposition"),
+                   r.findtext("row/policy_evaluated/reason/type") or ""): int(
+                       r.findtext("row/count") or 0) for r in root.findall("record")}
+
+
+def test_aggregate_report_of_the_day(bms: BmsDaemon, tmp_path: Path) -> None:
+    """``bms dmarc report`` over the daemon's own state store, after the
+    cases above ran through both MTAs (module order: it runs last but one).
+    The counts wait in the daemon for up to a minute; a reload writes them."""
+    start = len(bms.messages())
+    bms.reload()
+    bms.wait_log("RELOAD:", start=start)
+    root, rows = report_rows(bms, tmp_path, "dreject.test")
+    assert {"dreject.test", "dquar.test", "dsub.test", "pass.test"} <= {
+        p.name.split("!")[1] for p in tmp_path.iterdir()}
     assert root.findtext("policy_published/p") == "reject"
-    rows = {(r.findtext("row/policy_evaluated/disposition"),
-             r.findtext("row/policy_evaluated/reason/type") or ""): int(
-                 r.findtext("row/count") or 0) for r in root.findall("record")}
     assert rows[("reject", "")] >= 4  # reject + untrusted sealer + broken chain, 2 MTAs
     assert rows[("none", "trusted_forwarder")] == 2
     assert all(r.findtext("row/source_ip") == CLIENT_IP for r in root.findall("record"))
+
+
+def test_counts_reach_the_store_when_the_daemon_stops(
+        bms: BmsDaemon, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """The counts of messages since the last write are written when bms
+    stops (SIGTERM); the module's last test, since it stops the daemon."""
+    pf: Postfix = request.getfixturevalue("postfix")
+    _, before = report_rows(bms, tmp_path / "before", "dreject.test")
+    start = len(bms.messages())
+    for n in range(2):
+        _, data = make_message("dmarc after the reload", sender="author@dreject.test",
+                               to=RCPT, message_id=new_message_id(f"dmarc-stop-{n}"))
+        client = SmtpClient("127.0.0.1", pf.port, source_address=(CLIENT_IP, 0))
+        try:
+            client.ehlo(CLIENT_PTR)
+            t = client.transaction(SENDER, [RCPT], data)
+        finally:
+            client.close_politely()
+        assert t.data is not None and t.data.code == 550, t
+    assert sum(m.startswith("REJECT: DMARC fail") for m in bms.messages()[start:]) == 2
+    assert bms.stop() == 0
+    _, after = report_rows(bms, tmp_path / "after", "dreject.test")
+    assert after[("reject", "")] == before[("reject", "")] + 2, (before, after)

@@ -180,3 +180,33 @@ def test_daemon_cleans_at_startup(tmp_path: Path) -> None:
         assert not old.exists() and new.exists()
     finally:
         assert d.stop() == 0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_each_serving_process_calls_on_stop_once_when_it_stops(
+        tmp_path: Path, workers: int) -> None:
+    """One process: on_stop in it, after the drain.  Workers: in each worker,
+    not in the parent that only watches them."""
+    server = _idle_server()
+    server.workers = workers
+    record = tmp_path / "stops"
+    parent = os.getpid()
+    ticks: list[float] = []
+
+    def tick() -> None:
+        ticks.append(time.monotonic())
+        if len(ticks) == 3:
+            server.stop()
+
+    def stopped() -> None:
+        with open(record, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+    server.on_tick = tick
+    server.on_stop = stopped
+    server.serve_forever(handle_signals=False)
+    pids = record.read_text().split()
+    if workers == 1:
+        assert pids == [str(parent)]
+    else:
+        assert len(pids) == 2 and len(set(pids)) == 2 and str(parent) not in pids

@@ -115,6 +115,9 @@ def test_shipped_sample_builds_a_working_runtime(
     assert isinstance(rt.access, AccessFile) and rt.access.path == os.path.abspath("access")
     assert rt.services.access is rt.access and rt.services.store is store
     assert rt.services.resolver is resolver
+    assert rt.services.reports is rt.reports and rt.reports.store is store
+    assert build_runtime(cfg, store=store, reports=rt.reports, resolver=resolver,
+                         transport=transport).reports is rt.reports  # kept across reloads
     assert isinstance(rt.services.spf, SpfPolicy)
     assert rt.services.spf.settings == SpfSettings()  # every [spf] option at its default
     assert rt.services.spf.resolver is resolver and rt.services.spf.access is rt.access
