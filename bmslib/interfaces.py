@@ -5,6 +5,7 @@ tests (ARCHITECTURE.md, style rule 10).  Nothing here does I/O itself."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Protocol
 
 from .policy.decision import AccessValue
@@ -94,6 +95,28 @@ class AddressLists(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class SenderStanding:
+    """What the store says of a MAIL FROM, in one read: its domain is banned,
+    the address (or its domain) is on the blacklist, on the auto-whitelist."""
+
+    banned: bool = False
+    blacklisted: bool = False
+    whitelisted: bool = False
+
+
+NOT_LISTED = SenderStanding()  # also the answer of a store that is down
+
+
+class SenderLookup(Protocol):
+    """The reads of a MAIL FROM as one (the state store)."""
+
+    def standing(self, domain: str, address: str | None, now: float) -> SenderStanding:
+        """``domain_banned(domain)`` and, with ``address``, ``listed`` of it on the
+        blacklist and the whitelist: the same answers, in one read of the store."""
+        ...
+
+
 class ReportCounters(Protocol):
     """DMARC aggregate-report data (the state store; ``bmslib.policy.dmarcreport``):
     counters per UTC day (days since the epoch) and opaque row key, kept
@@ -119,7 +142,7 @@ class ReportSink(Protocol):
 REPORT_DAYS = 62  # days aggregate-report counters are kept
 
 
-class StateStore(BanStore, AddressLists, ReportCounters, Protocol):
+class StateStore(BanStore, AddressLists, SenderLookup, ReportCounters, Protocol):
     """Everything the state store offers (SPEC §6): SQLite
     (``bmslib.state.sqlite``) or Redis (``bmslib.state.redis``), the same
     semantics, checked by one contract test suite.

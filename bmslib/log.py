@@ -108,7 +108,9 @@ def setup_logging(logdir: str | None, level: int = logging.INFO) -> logging.Hand
 def reopen_logs() -> None:
     """Reopen log files (SIGUSR1, after a logrotate that moved them)."""
     for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
+        if isinstance(handler, RotationAwareFileHandler):
+            handler.reopen()  # onto the same descriptor: its writers take no lock
+        elif isinstance(handler, logging.FileHandler):
             handler.acquire()
             try:
                 if handler.stream:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bmslib.interfaces import DnsTempError
+from bmslib.interfaces import DnsTempError, SenderStanding
 from bmslib.policy.decision import AccessValue
 from bmslib.policy.greylist import (
     GreylistKey,
@@ -104,6 +104,12 @@ class FakeStore:
         self._up()
         a = address.lower()
         return any(self.lists.get((kind, k), 0.0) > now for k in (a, a.rpartition("@")[2]))
+
+    def standing(self, domain: str, address: str | None, now: float) -> SenderStanding:
+        return SenderStanding(
+            self.domain_banned(domain, now),
+            address is not None and self.listed("blacklist", address, now),
+            address is not None and self.listed("whitelist", address, now))
 
     def list_remove(self, kind: str, entry: str) -> None:
         self.lists.pop((kind, entry.lower()), None)

@@ -23,7 +23,16 @@ from email.utils import getaddresses
 from typing import IO, Protocol, TypeVar
 
 from .. import metrics
-from ..interfaces import Access, Archive, Clock, ReportSink, Resolver, StateStore
+from ..interfaces import (
+    NOT_LISTED,
+    Access,
+    Archive,
+    Clock,
+    ReportSink,
+    Resolver,
+    SenderStanding,
+    StateStore,
+)
 from ..log import escape
 from ..logfields import decision
 from ..safetext import envelope_address, host_name
@@ -297,8 +306,12 @@ class SmtpSession:
         if d.final:
             return self._apply(d)
         store = self.services.store
-        if sender.qualified and self._query(
-                lambda now: store.domain_banned(sender.domain, now), False):
+        # The domain ban, and for outside mail the blacklist and auto-whitelist, in one read.
+        lists = not internal and sender.qualified
+        standing = self._query(lambda now: store.standing(
+            sender.domain, sender.mailbox if lists else None, now),
+            NOT_LISTED) if sender.qualified else NOT_LISTED
+        if standing.banned:
             self._log_ban("domain", sender.domain)
             return self._apply(Decision.reject(
                 "banned domain", f"Mail from {sender.domain} is not accepted here.",
@@ -308,8 +321,8 @@ class SmtpSession:
             d = self._spf(conn, sender)
             if d.final:
                 return d
-        if not internal and sender.qualified:
-            d = self._lists(conn, sender)
+        if lists:
+            d = self._lists(conn, sender, standing)
             if d.final:
                 return d
         if not internal:
@@ -345,17 +358,16 @@ class SmtpSession:
         except StoreUnavailable:
             return default
 
-    def _lists(self, conn: Connection, sender: Address) -> Decision:
+    def _lists(self, conn: Connection, sender: Address, standing: SenderStanding) -> Decision:
         """The blacklist (delayed reject, +2 demerits) and the auto-whitelist
         (no greylisting; whitelisted when SPF passed or the relay is trusted)."""
-        store = self.services.store
         mailbox = sender.mailbox
-        if self._query(lambda now: store.listed("blacklist", mailbox, now), False):
+        if standing.blacklisted:
             self._offense("blacklist", f"blacklisted sender {mailbox}")
             return self._apply(Decision.reject(
                 "blacklist", "Sender email local blacklist.", log=f"blacklist {mailbox}",
                 delay=True), delayable=True)
-        if self._query(lambda now: store.listed("whitelist", mailbox, now), False):
+        if standing.whitelisted:
             self.auto_whitelisted = True
             if conn.trusted or (self.spf is not None and self.spf.result == "pass"):
                 self.whitelist = True

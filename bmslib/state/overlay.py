@@ -8,7 +8,7 @@ daemon would, and nothing reaches the real store."""
 
 from __future__ import annotations
 
-from ..interfaces import AdminStore
+from ..interfaces import AdminStore, SenderStanding
 from ..policy.greylist import (
     GreylistKey,
     GreylistRecord,
@@ -57,6 +57,12 @@ class OverlayStore:
         key = (check_kind(kind), entry_key(entry))
         if key[1]:
             self._lists[key] = max(until, self._lists.get(key, until))
+
+    def standing(self, domain: str, address: str | None, now: float) -> SenderStanding:
+        return SenderStanding(
+            self.domain_banned(domain, now),
+            address is not None and self.listed("blacklist", address, now),
+            address is not None and self.listed("whitelist", address, now))
 
     def listed(self, kind: str, address: str, now: float) -> bool:
         check_kind(kind)

@@ -31,10 +31,17 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ..interfaces import REPORT_DAYS
+from ..interfaces import REPORT_DAYS, SenderStanding
 from ..policy.greylist import GreylistKey, GreylistSettings, GreylistVerdict, StoreUnavailable
 from .lists import check_kind, entry_key, lookup_keys
-from .records import BAN_KINDS, BanEntry, GreylistEntry, GreylistMatch, ListEntry, ban_keys
+from .records import (
+    BAN_KINDS,
+    BanEntry,
+    GreylistEntry,
+    GreylistMatch,
+    ListEntry,
+    ban_keys,
+)
 
 log = logging.getLogger("bms")
 
@@ -276,6 +283,23 @@ class RedisStore:
         keys = lookup_keys(address)
         return bool(keys) and self._any_unexpired(
             [f"{PREFIX}list:{kind}:{key}" for key in keys], now)
+
+    def standing(self, domain: str, address: str | None, now: float) -> SenderStanding:
+        """One pipeline (one round trip) for the ban and both lists."""
+        groups = [[f"{PREFIX}ban:domain:{key}" for key in ban_keys("domain", domain)]]
+        keys = lookup_keys(address) if address is not None else []
+        groups += [[f"{PREFIX}list:{kind}:{key}" for key in keys] for kind in ("blacklist",
+                                                                                "whitelist")]
+
+        def op() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for name in (n for group in groups for n in group):
+                pipe.hget(name, "until")
+            return pipe.execute()
+        values = iter(self._call(op))
+        ban, black, white = (any([v is not None and float(v) > now
+                                  for v in (next(values) for _ in group)]) for group in groups)
+        return SenderStanding(ban, black, white)
 
     def list_remove(self, kind: str, entry: str) -> None:
         """Remove ``entry`` from list ``kind`` (nothing when it is not there)."""

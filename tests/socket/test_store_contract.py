@@ -26,7 +26,7 @@ import redis
 from testbed.redisd import RedisServer
 from testbed.redisd import redis_server as redis_server  # the session fixture
 
-from bmslib.interfaces import AdminStore, BanStore, StateStore
+from bmslib.interfaces import AdminStore, BanStore, SenderStanding, StateStore
 from bmslib.policy.greylist import GreylistSettings, GreylistStore, GreylistVerdict
 from bmslib.state.cbvcache import CacheStore
 from bmslib.state.legacy import import_legacy
@@ -79,7 +79,8 @@ def now() -> float:
 PUBLIC = ("ban_ip", "ip_banned", "ban_domain", "domain_banned", "purge", "cache_get",
           "cache_put", "reserve", "greylist", "purge_greylist", "list_add", "listed",
           "list_remove", "close", "bans", "unban", "list_entries", "greylist_entries",
-          "greylist_pass", "greylist_forget", "ban_in_force", "report_count", "report_counts")
+          "greylist_pass", "greylist_forget", "ban_in_force", "report_count", "report_counts",
+          "standing")
 
 
 
@@ -301,6 +302,33 @@ def test_manual_list_entry_never_expires(store: Store, now: float) -> None:
     store.list_add("whitelist", "bob@example.org", now + HOUR)
     store.list_add("whitelist", "bob@example.org", math.inf)  # made manual
     assert store.listed("whitelist", "bob@example.org", now + 10_000 * DAY)
+
+
+def test_standing_is_the_three_separate_answers_in_one_read(store: Store, now: float) -> None:
+    store.ban_domain("*.spam.example", now + HOUR, "wildcard")
+    store.ban_domain("banned.example", now + HOUR, "exact")
+    store.ban_domain("old.example", now + 60, "expires")
+    store.list_add("blacklist", "bad@mixed.example", now + HOUR)
+    store.list_add("whitelist", "mixed.example", now + HOUR)
+    store.list_add("whitelist", "friend@banned.example", now + HOUR)
+    store.list_add("blacklist", "gone@x.example", now + 60)
+    cases = [("a.spam.example", "u@a.spam.example"), ("spam.example", "u@spam.example"),
+             ("banned.example", "friend@banned.example"), ("old.example", "u@old.example"),
+             ("mixed.example", "bad@mixed.example"), ("mixed.example", "good@mixed.example"),
+             ("x.example", "gone@x.example"), ("x.example", "GONE@X.example"),
+             ("none.example", "u@none.example"), ("mixed.example", None)]
+    for when in (now, now + 120):
+        for domain, address in cases:
+            expected = SenderStanding(
+                store.domain_banned(domain, when),
+                address is not None and store.listed("blacklist", address, when),
+                address is not None and store.listed("whitelist", address, when))
+            assert store.standing(domain, address, when) == expected, (domain, address, when)
+    assert store.standing("a.spam.example", "u@a.spam.example", now).banned
+    assert store.standing("mixed.example", "bad@mixed.example", now) == SenderStanding(
+        False, True, True)
+    assert store.standing("mixed.example", None, now) == SenderStanding()
+    assert not store.standing("x.example", "gone@x.example", now + 120).blacklisted
 
 
 def test_list_domain_entry_covers_its_addresses_only(store: Store, now: float) -> None:

@@ -94,3 +94,64 @@ def test_a_write_error_goes_to_handle_error_not_to_the_caller(
     finally:
         handler.close()
     assert [r.getMessage() for r in errors] == ["lost"]
+
+
+class _NoLock:
+    """A handler lock that fails the test when a record takes it."""
+
+    def acquire(self, *args: object) -> bool:
+        raise AssertionError("the write path took the handler's lock")
+
+    __enter__ = acquire
+
+    def release(self) -> None:
+        raise AssertionError("released a lock never taken")
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def test_records_take_no_lock_and_a_reopen_keeps_the_descriptor(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    path = tmp_path / "milter.log"
+    handler = logfile.RotationAwareFileHandler(str(path))
+    try:
+        assert handler.stream is not None
+        fd = handler.stream.fileno()
+        real_lock = handler.lock
+        handler.lock = _NoLock()  # type: ignore[assignment]
+        handler.handle(_record("no lock taken"))
+        handler.lock = real_lock
+        os.rename(path, tmp_path / "milter.log.1")
+        clock[0] += logfile.CHECK_INTERVAL
+        handler.handle(_record("in the new file"))
+        # The same number now writes to the new file: a writer that read it
+        # before the reopen writes to one file or the other, never elsewhere.
+        assert handler.stream.fileno() == fd
+        handler.reopen()  # what SIGUSR1 does: the same again
+        assert handler.stream.fileno() == fd
+        handler.handle(_record("after the reopen"))
+    finally:
+        handler.close()
+    assert (tmp_path / "milter.log.1").read_text() == "no lock taken\n"
+    assert path.read_text() == "in the new file\nafter the reopen\n"
+
+
+def test_after_close_a_record_goes_nowhere_not_into_a_file_that_took_the_number(
+        tmp_path: Path) -> None:
+    path = tmp_path / "milter.log"
+    handler = logfile.RotationAwareFileHandler(str(path))
+    handler.handle(_record("before"))
+    assert handler.stream is not None
+    fd = handler.stream.fileno()
+    handler.close()
+    other = os.open(tmp_path / "other", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        assert other != fd  # the number is still taken (by /dev/null) until the handler goes
+        handler.handle(_record("a late record"))  # a thread that raced the close
+    finally:
+        os.close(other)
+    assert path.read_text() == "before\n"
+    assert (tmp_path / "other").read_bytes() == b""
