@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -426,6 +427,11 @@ def run_daemon(args: argparse.Namespace, paths: Sequence[str], config: Config,
         exception_policy=EXCEPTION_POLICY[str(config.get("milter", "untrapped_exception"))
                                           .upper()])
     server = lowlevel.make_server(reg)
+    # Until the daemon is built there is nothing to reload or reopen, and the
+    # default action of SIGHUP and SIGUSR1 would end it: an init script or a
+    # logrotate run that signals bms as soon as it listens must not.
+    for sig in (signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
     try:
         server.open()
     except OSError as exc:

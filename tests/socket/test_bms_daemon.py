@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -218,3 +219,35 @@ def test_sighup_reloads_config_and_access_and_keeps_the_old_on_error(
     assert "max_demerits" in refused
     assert rejected(helo(b"mx2.example.test"), b"550")
     assert daemon.proc is not None and daemon.proc.poll() is None
+
+
+def test_a_signal_as_soon_as_bms_listens_does_not_end_it(tmp_path: Path) -> None:
+    """SIGHUP and SIGUSR1 between the socket's listen and the daemon's
+    handlers (an init script's reload, logrotate's postrotate) are ignored,
+    not the default action that ends the process.  A trusted relay named by
+    a host name holds bms there: the name is looked up (at a nameserver
+    that never answers) after the listen, before the handlers."""
+    sections = {name: dict(opts) for name, opts in BASE.items()}
+    sections["milter"]["trusted_relay"] = "relay.example.test"
+    d = BmsDaemon(sections, ACCESS, directory=str(tmp_path))
+    try:
+        d.start()  # returns as soon as the port accepts a connection
+        assert d.proc is not None
+        for sig in (signal.SIGHUP, signal.SIGUSR1):
+            assert handled(d.proc.pid, sig), sig  # ignored or caught, never the default
+            d.proc.send_signal(sig)
+        d.wait_log("bms starting")
+        with mta(d) as m:
+            assert m.connect(b"pc1.example.net", "192.0.2.7") == R.CONTINUE
+        assert d.proc.poll() is None
+    finally:
+        assert d.stop() == 0
+        d.cleanup()
+
+
+def handled(pid: int, signum: int) -> bool:
+    """``signum`` is ignored or caught by ``pid`` (/proc SigIgn, SigCgt)."""
+    bit = 1 << (signum - 1)
+    with open(f"/proc/{pid}/status") as status:
+        return any(line.startswith(("SigIgn:", "SigCgt:")) and int(line.split()[1], 16) & bit
+                   for line in status)
