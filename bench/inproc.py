@@ -41,7 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-for extra in (ROOT / "tests", ROOT / "bench"):
+for extra in (ROOT / "bench", ROOT / "tests", ROOT):  # this tree's code, not an installed one
     sys.path.insert(0, str(extra))
 
 import policy as bench_policy  # noqa: E402

@@ -18,12 +18,18 @@ def _record(text: str) -> logging.LogRecord:
     return logging.LogRecord("bms", logging.INFO, __file__, 1, text, None, None)
 
 
-def test_a_moved_file_is_reopened_after_the_check_interval(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def clocked_handler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                    ) -> tuple[list[float], Path, logfile.RotationAwareFileHandler]:
+    """A handler on ``tmp_path/milter.log`` whose clock is ``clock[0]``."""
     clock = [1000.0]
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     path = tmp_path / "milter.log"
-    handler = logfile.RotationAwareFileHandler(str(path))
+    return clock, path, logfile.RotationAwareFileHandler(str(path))
+
+
+def test_a_moved_file_is_reopened_after_the_check_interval(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock, path, handler = clocked_handler(tmp_path, monkeypatch)
     try:
         handler.emit(_record("first"))
         os.rename(path, tmp_path / "milter.log.1")
@@ -113,10 +119,7 @@ class _NoLock:
 
 def test_records_take_no_lock_and_a_reopen_keeps_the_descriptor(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = [1000.0]
-    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
-    path = tmp_path / "milter.log"
-    handler = logfile.RotationAwareFileHandler(str(path))
+    clock, path, handler = clocked_handler(tmp_path, monkeypatch)
     try:
         assert handler.stream is not None
         fd = handler.stream.fileno()
