@@ -98,11 +98,13 @@ class AddressLists(Protocol):
 @dataclass(frozen=True)
 class SenderStanding:
     """What the store says of a MAIL FROM, in one read: its domain is banned,
-    the address (or its domain) is on the blacklist, on the auto-whitelist."""
+    the address (or its domain) is on the blacklist, on the auto-whitelist,
+    the client's IP is banned."""
 
     banned: bool = False
     blacklisted: bool = False
     whitelisted: bool = False
+    ip_banned: bool = False
 
 
 NOT_LISTED = SenderStanding()  # also the answer of a store that is down
@@ -111,9 +113,11 @@ NOT_LISTED = SenderStanding()  # also the answer of a store that is down
 class SenderLookup(Protocol):
     """The reads of a MAIL FROM as one (the state store)."""
 
-    def standing(self, domain: str, address: str | None, now: float) -> SenderStanding:
-        """``domain_banned(domain)`` and, with ``address``, ``listed`` of it on the
-        blacklist and the whitelist: the same answers, in one read of the store."""
+    def standing(self, domain: str | None, address: str | None, ip: str | None,
+                 now: float) -> SenderStanding:
+        """``domain_banned(domain)``, ``listed`` of ``address`` on the blacklist
+        and the whitelist, ``ip_banned(ip)`` (each False when not given): the
+        same answers, in one read of the store."""
         ...
 
 

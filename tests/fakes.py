@@ -105,11 +105,13 @@ class FakeStore:
         a = address.lower()
         return any(self.lists.get((kind, k), 0.0) > now for k in (a, a.rpartition("@")[2]))
 
-    def standing(self, domain: str, address: str | None, now: float) -> SenderStanding:
+    def standing(self, domain: str | None, address: str | None, ip: str | None,
+                 now: float) -> SenderStanding:
         return SenderStanding(
-            self.domain_banned(domain, now),
+            domain is not None and self.domain_banned(domain, now),
             address is not None and self.listed("blacklist", address, now),
-            address is not None and self.listed("whitelist", address, now))
+            address is not None and self.listed("whitelist", address, now),
+            ip is not None and self.ip_banned(ip, now))
 
     def list_remove(self, kind: str, entry: str) -> None:
         self.lists.pop((kind, entry.lower()), None)

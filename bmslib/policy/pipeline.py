@@ -153,6 +153,7 @@ class SmtpSession:
         self.demerits: Demerits | None = None
         self.helo_name: str | None = None
         self.conn_pending: Decision | None = None  # delayed reject of the connection
+        self.ip_ban_due = False  # the client's IP ban is read with the first MAIL FROM
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -235,14 +236,19 @@ class SmtpSession:
         self.demerits = Demerits(self.settings.reputation, sv.store, sv.clock, conn)
         where = f"({conn.ip}, {conn.port})" if conn.ip else "local"
         log.info("connect from %s at %s %s", escape(conn.hostname), where, conn.describe())
-        ip = conn.ip
-        banned = ip is not None and self._query(lambda now: sv.store.ip_banned(ip, now), False)
-        for d in (checks.check_banned_ip(conn, banned), checks.check_ptr(conn)):
-            if d.final:
-                if d.tag == "BANNED IP" and ip is not None:
-                    self._log_ban("ip", ip)
-                return self._apply(d, delayable=True)
-        return CONTINUE
+        # A banned IP is refused at DATA like the PTR check's reject; the store is
+        # read once per message, at MAIL FROM, so its ban is looked up there.
+        self.ip_ban_due = conn.ip is not None
+        return self._apply(checks.check_ptr(conn), delayable=True)
+
+    def _ip_ban(self, conn: Connection, ip: str, banned: bool) -> None:
+        """The connection's IP ban, a reject delayed to DATA (before an SMTP
+        AUTH in this MAIL FROM cancels it); it goes before the PTR and HELO
+        checks' delayed rejects, as it did when it was read at connect."""
+        d = checks.check_banned_ip(conn, banned)
+        if d.final:
+            self._log_ban("ip", ip)
+            self.conn_pending = d
 
     def _log_ban(self, kind: str, name: str) -> None:
         """Which ban refuses this client or sender domain, and why (the daemon's
@@ -277,9 +283,20 @@ class SmtpSession:
             return self._answer(d)
         sender = parse_address(sender_raw)
         self.sender = sender
+        user = macro("{auth_authen}")
+        # The domain ban, for outside mail the blacklist and auto-whitelist, and
+        # with the connection's first MAIL FROM the IP ban: one read of the store.
+        lists = not (conn.internal or user) and sender.qualified
+        ip = conn.ip if self.ip_ban_due else None
+        self.ip_ban_due = False
+        store = self.services.store
+        standing = self._query(lambda now: store.standing(
+            sender.domain if sender.qualified else None, sender.mailbox if lists else None,
+            ip, now), NOT_LISTED) if sender.qualified or ip is not None else NOT_LISTED
+        if ip is not None:
+            self._ip_ban(conn, ip, standing.ip_banned)
         internal = conn.internal
         auth_policy = None
-        user = macro("{auth_authen}")
         if user:
             self.auth_user = user
             internal = True
@@ -305,12 +322,6 @@ class SmtpSession:
         d = checks.check_missing_helo(self.helo_name)
         if d.final:
             return self._apply(d)
-        store = self.services.store
-        # The domain ban, and for outside mail the blacklist and auto-whitelist, in one read.
-        lists = not internal and sender.qualified
-        standing = self._query(lambda now: store.standing(
-            sender.domain, sender.mailbox if lists else None, now),
-            NOT_LISTED) if sender.qualified else NOT_LISTED
         if standing.banned:
             self._log_ban("domain", sender.domain)
             return self._apply(Decision.reject(

@@ -58,11 +58,13 @@ class OverlayStore:
         if key[1]:
             self._lists[key] = max(until, self._lists.get(key, until))
 
-    def standing(self, domain: str, address: str | None, now: float) -> SenderStanding:
+    def standing(self, domain: str | None, address: str | None, ip: str | None,
+                 now: float) -> SenderStanding:
         return SenderStanding(
-            self.domain_banned(domain, now),
+            domain is not None and self.domain_banned(domain, now),
             address is not None and self.listed("blacklist", address, now),
-            address is not None and self.listed("whitelist", address, now))
+            address is not None and self.listed("whitelist", address, now),
+            ip is not None and self.ip_banned(ip, now))
 
     def listed(self, kind: str, address: str, now: float) -> bool:
         check_kind(kind)

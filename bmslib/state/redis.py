@@ -284,12 +284,17 @@ class RedisStore:
         return bool(keys) and self._any_unexpired(
             [f"{PREFIX}list:{kind}:{key}" for key in keys], now)
 
-    def standing(self, domain: str, address: str | None, now: float) -> SenderStanding:
-        """One pipeline (one round trip) for the ban and both lists."""
-        groups = [[f"{PREFIX}ban:domain:{key}" for key in ban_keys("domain", domain)]]
+    def standing(self, domain: str | None, address: str | None, ip: str | None,
+                 now: float) -> SenderStanding:
+        """One pipeline (one round trip) for the bans and both lists."""
+        groups = [[f"{PREFIX}ban:domain:{key}" for key in ban_keys("domain", domain)]
+                  if domain is not None else []]
         keys = lookup_keys(address) if address is not None else []
         groups += [[f"{PREFIX}list:{kind}:{key}" for key in keys] for kind in ("blacklist",
                                                                                 "whitelist")]
+        groups.append([f"{PREFIX}ban:ip:{ip}"] if ip is not None else [])
+        if not any(groups):
+            return SenderStanding()
 
         def op() -> list[Any]:
             pipe = self._redis.pipeline(transaction=False)
@@ -297,9 +302,10 @@ class RedisStore:
                 pipe.hget(name, "until")
             return pipe.execute()
         values = iter(self._call(op))
-        ban, black, white = (any([v is not None and float(v) > now
-                                  for v in (next(values) for _ in group)]) for group in groups)
-        return SenderStanding(ban, black, white)
+        ban, black, white, ip_ban = (any([v is not None and float(v) > now
+                                          for v in (next(values) for _ in group)])
+                                     for group in groups)
+        return SenderStanding(ban, black, white, ip_ban)
 
     def list_remove(self, kind: str, entry: str) -> None:
         """Remove ``entry`` from list ``kind`` (nothing when it is not there)."""

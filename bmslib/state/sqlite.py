@@ -234,19 +234,28 @@ class SqliteStore:
             (kind, *keys, now)).fetchone()
         return row is not None
 
-    def standing(self, domain: str, address: str | None, now: float) -> SenderStanding:
-        """One statement for what takes three otherwise: each is a trip
+    def standing(self, domain: str | None, address: str | None, ip: str | None,
+                 now: float) -> SenderStanding:
+        """One statement for what takes four otherwise: each is a trip
         through SQLite's locks, and a hand-off of the GIL to another thread."""
-        bans = [_storable(k) for k in ban_keys("domain", domain)]
-        keys = [_storable(k) for k in lookup_keys(address)] if address is not None else []
-        sql = (f"SELECT 'ban' FROM bans WHERE kind = 'domain' AND key IN "
-               f"({','.join('?' * len(bans))}) AND until > ?")
-        if keys:
-            sql += (f" UNION ALL SELECT kind FROM lists WHERE kind IN ('blacklist', 'whitelist')"
-                    f" AND entry IN ({','.join('?' * len(keys))}) AND until > ?")
-        found = {str(row[0]) for row in self._db().execute(
-            sql, (*bans, now, *keys, now) if keys else (*bans, now))}
-        return SenderStanding("ban" in found, "blacklist" in found, "whitelist" in found)
+        parts: list[str] = []
+        args: list[object] = []
+
+        def part(sql: str, keys: list[str]) -> None:
+            if keys:
+                parts.append(sql.format(",".join("?" * len(keys))))
+                args.extend([*map(_storable, keys), now])
+        part("SELECT 'ban' FROM bans WHERE kind = 'domain' AND key IN ({}) AND until > ?",
+             ban_keys("domain", domain) if domain is not None else [])
+        part("SELECT kind FROM lists WHERE kind IN ('blacklist', 'whitelist') "
+             "AND entry IN ({}) AND until > ?", lookup_keys(address) if address is not None else [])
+        part("SELECT 'ip' FROM bans WHERE kind = 'ip' AND key IN ({}) AND until > ?",
+             [ip] if ip is not None else [])
+        if not parts:
+            return SenderStanding()
+        found = {str(row[0]) for row in self._db().execute(" UNION ALL ".join(parts), args)}
+        return SenderStanding("ban" in found, "blacklist" in found, "whitelist" in found,
+                              "ip" in found)
 
     def list_remove(self, kind: str, entry: str) -> None:
         """Remove ``entry`` from list ``kind`` (nothing when it is not there)."""

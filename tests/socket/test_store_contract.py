@@ -304,7 +304,7 @@ def test_manual_list_entry_never_expires(store: Store, now: float) -> None:
     assert store.listed("whitelist", "bob@example.org", now + 10_000 * DAY)
 
 
-def test_standing_is_the_three_separate_answers_in_one_read(store: Store, now: float) -> None:
+def test_standing_is_the_separate_answers_in_one_read(store: Store, now: float) -> None:
     store.ban_domain("*.spam.example", now + HOUR, "wildcard")
     store.ban_domain("banned.example", now + HOUR, "exact")
     store.ban_domain("old.example", now + 60, "expires")
@@ -323,12 +323,27 @@ def test_standing_is_the_three_separate_answers_in_one_read(store: Store, now: f
                 store.domain_banned(domain, when),
                 address is not None and store.listed("blacklist", address, when),
                 address is not None and store.listed("whitelist", address, when))
-            assert store.standing(domain, address, when) == expected, (domain, address, when)
-    assert store.standing("a.spam.example", "u@a.spam.example", now).banned
-    assert store.standing("mixed.example", "bad@mixed.example", now) == SenderStanding(
+            assert store.standing(domain, address, None, when) == expected, (domain, address)
+    assert store.standing("a.spam.example", "u@a.spam.example", None, now).banned
+    assert store.standing("mixed.example", "bad@mixed.example", None, now) == SenderStanding(
         False, True, True)
-    assert store.standing("mixed.example", None, now) == SenderStanding()
-    assert not store.standing("x.example", "gone@x.example", now + 120).blacklisted
+    assert store.standing("mixed.example", None, None, now) == SenderStanding()
+    assert not store.standing("x.example", "gone@x.example", None, now + 120).blacklisted
+    store.ban_ip("192.0.2.66", now + HOUR, "ip")
+    store.ban_ip("192.0.2.67", now + 60, "expires")
+    senders: list[tuple[str | None, str | None]] = [
+        ("banned.example", "friend@banned.example"), (None, None)]
+    for when in (now, now + 120):
+        for ip in ("192.0.2.66", "192.0.2.67", "192.0.2.68", "2001:db8::1"):
+            for of, who in senders:
+                expected = SenderStanding(
+                    of is not None and store.domain_banned(of, when),
+                    who is not None and store.listed("blacklist", who, when),
+                    who is not None and store.listed("whitelist", who, when),
+                    store.ip_banned(ip, when))
+                assert store.standing(of, who, ip, when) == expected, (ip, of, when)
+    assert store.standing(None, None, "192.0.2.66", now) == SenderStanding(ip_banned=True)
+    assert store.standing(None, None, None, now) == SenderStanding()
 
 
 def test_list_domain_entry_covers_its_addresses_only(store: Store, now: float) -> None:

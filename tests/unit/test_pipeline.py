@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fakes import FakeAccess, FakeClock, FakeStore
 
+from bmslib.interfaces import SenderStanding
 from bmslib.policy.address import Address, parse_address
 from bmslib.policy.checks import CheckSettings
 from bmslib.policy.connection import Connection, ConnectionSettings, IpList
@@ -98,6 +99,45 @@ def test_banned_ip_rejects_at_data_and_a_second_mail_from_cannot_clear_it(
     assert s.data().action is Action.REJECT
     assert caplog.messages.count("REJECT: BANNED IP 198.51.100.9") == 2
     assert "rcpt to <carol@example.com>" in caplog.messages
+
+
+def test_the_ip_ban_goes_before_a_ptr_reject_and_the_store_is_read_once_per_message(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "bms")
+    reads: list[str] = []
+
+    class CountingStore(FakeStore):
+        inside = False
+
+        def standing(self, domain: str | None, address: str | None, ip: str | None,
+                     now: float) -> SenderStanding:
+            reads.append(f"standing ip={ip}")
+            self.inside = True
+            try:
+                return super().standing(domain, address, ip, now)
+            finally:
+                self.inside = False
+
+        def ip_banned(self, ip: str, now: float) -> bool:
+            if not self.inside:
+                reads.append("ip_banned")
+            return super().ip_banned(ip, now)
+
+    store = CountingStore()
+    store.ban_ip("198.51.100.9", 1e12, "demerits")
+    s = session(store=store)
+    assert not connect(s, "198.51.100.9", hostname="localhost").final  # a PTR reject, delayed
+    assert reads == []  # connect asks the store nothing
+    s.helo("client.example.net")
+    assert not s.mail("<a@b.example>", [], macros()).final
+    assert reads == ["standing ip=198.51.100.9"]
+    s.rcpt("<bob@example.com>", [])
+    assert s.data().tag == "BANNED IP"  # the ban, as when it was read at connect
+    assert "BAN IN FORCE: ip 198.51.100.9 (demerits)" in caplog.messages
+    s.abort()
+    assert not s.mail("<c@d.example>", [], macros()).final
+    assert reads[1:] == ["standing ip=None"]  # the connection's ban is known by now
+    assert s.data().tag == "BANNED IP"
 
 
 def test_smtp_auth_cancels_the_connection_reject() -> None:
