@@ -12,6 +12,7 @@ from bmslib.policy.greylist import (
     StoreUnavailable,
     greylist_step,
 )
+from bmslib.state.lists import standing_of
 from bmslib.state.records import BanEntry, ban_keys
 
 
@@ -107,11 +108,7 @@ class FakeStore:
 
     def standing(self, domain: str | None, address: str | None, ip: str | None,
                  now: float) -> SenderStanding:
-        return SenderStanding(
-            domain is not None and self.domain_banned(domain, now),
-            address is not None and self.listed("blacklist", address, now),
-            address is not None and self.listed("whitelist", address, now),
-            ip is not None and self.ip_banned(ip, now))
+        return standing_of(self, domain, address, ip, now)
 
     def list_remove(self, kind: str, entry: str) -> None:
         self.lists.pop((kind, entry.lower()), None)

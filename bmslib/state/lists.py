@@ -10,6 +10,11 @@ expires.  These helpers keep both backends to the same rules.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..interfaces import AddressLists, BanStore, SenderStanding
+
 WHITELIST = "whitelist"
 BLACKLIST = "blacklist"
 KINDS = (WHITELIST, BLACKLIST)
@@ -34,3 +39,20 @@ def lookup_keys(address: str) -> list[str]:
         return []
     _, at, domain = key.rpartition("@")
     return [key, domain] if at and domain else [key]
+
+
+if TYPE_CHECKING:
+    class _Reads(AddressLists, BanStore, Protocol):
+        """The separate reads of a store."""
+
+
+def standing_of(store: _Reads, domain: str | None, address: str | None, ip: str | None,
+                now: float) -> SenderStanding:
+    """``StateStore.standing`` from the separate reads, for a store that has
+    no cheaper way (the dry-run overlay, test fakes)."""
+    from ..interfaces import SenderStanding
+    return SenderStanding(
+        domain is not None and store.domain_banned(domain, now),
+        address is not None and store.listed(BLACKLIST, address, now),
+        address is not None and store.listed(WHITELIST, address, now),
+        ip is not None and store.ip_banned(ip, now))

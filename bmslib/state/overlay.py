@@ -16,7 +16,7 @@ from ..policy.greylist import (
     GreylistVerdict,
     greylist_step,
 )
-from .lists import check_kind, entry_key, lookup_keys
+from .lists import check_kind, entry_key, lookup_keys, standing_of
 from .records import BanEntry, GreylistMatch, ban_keys
 
 
@@ -60,11 +60,7 @@ class OverlayStore:
 
     def standing(self, domain: str | None, address: str | None, ip: str | None,
                  now: float) -> SenderStanding:
-        return SenderStanding(
-            domain is not None and self.domain_banned(domain, now),
-            address is not None and self.listed("blacklist", address, now),
-            address is not None and self.listed("whitelist", address, now),
-            ip is not None and self.ip_banned(ip, now))
+        return standing_of(self, domain, address, ip, now)
 
     def listed(self, kind: str, address: str, now: float) -> bool:
         check_kind(kind)
