@@ -34,14 +34,7 @@ from redis.retry import Retry
 from ..interfaces import REPORT_DAYS, SenderStanding
 from ..policy.greylist import GreylistKey, GreylistSettings, GreylistVerdict, StoreUnavailable
 from .lists import check_kind, entry_key, lookup_keys
-from .records import (
-    BAN_KINDS,
-    BanEntry,
-    GreylistEntry,
-    GreylistMatch,
-    ListEntry,
-    ban_keys,
-)
+from .records import BAN_KINDS, BanEntry, GreylistEntry, GreylistMatch, ListEntry, ban_keys
 
 log = logging.getLogger("bms")
 
